@@ -1,0 +1,144 @@
+"""Wiring the storage mode to writers: migrations and preflight (parent, before launch), the
+background writer (main training process), and the replay of a spool.
+
+The mode comes from the config (trainer/config.py derives it from what is set); here it becomes
+objects. Secrets are read from `cfg.secrets` at the last moment and handed to the client only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+from predictions.writers.base import PredictionWriter, WriteError
+from trainer.config import EXIT_CONFIG, EXIT_PREFLIGHT, JobConfig
+
+
+class DatabaseRefused(Exception):
+    """Preflight failed: the key, the table or the write permission. The message says the fix."""
+
+
+class MigrationFailed(Exception):
+    """A migration did not apply; the message names the file."""
+
+
+class SanitizingWriter:
+    """Sanitises rows (NUL, lone surrogates, text caps, NaN) before an inner writer that does not."""
+
+    def __init__(self, inner, max_text_chars: int):
+        self.inner, self.max_text_chars, self.name = inner, max_text_chars, inner.name
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        from predictions.sanitize import sanitize_row
+
+        self.inner.write([sanitize_row(r, max_text_chars=self.max_text_chars) for r in rows])
+
+    def preflight(self) -> None:
+        self.inner.preflight()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def make_writer(cfg: JobConfig) -> PredictionWriter:
+    """The database writer for the configured mode (not queued)."""
+    p = cfg.predictions
+    if cfg.storage == "supabase":
+        from predictions.writers.supabase import SupabaseWriter
+
+        return SupabaseWriter(
+            cfg.supabase_url,
+            cfg.secrets.supabase_service_key.get_secret_value(),
+            timeout_s=p.write_timeout_s,
+            max_request_bytes=p.max_request_bytes,
+            max_text_chars=p.max_text_chars,
+        )
+    if cfg.storage == "postgres":
+        from predictions.writers.postgres import PostgresWriter
+
+        return SanitizingWriter(PostgresWriter(cfg.secrets.supabase_db_url.get_secret_value()), p.max_text_chars)
+    raise ValueError(f"no database writer in {cfg.storage!r} mode")
+
+
+def prepare_database(cfg: JobConfig, *, replay_previous: bool, log: Callable[[str], None] = print) -> None:
+    """Migrations (when SUPABASE_DB_URL is set), preflight, and the previous attempt's spool."""
+    if cfg.secrets.supabase_db_url is not None:
+        from predictions.migrations import MigrationError, apply_migrations
+
+        try:
+            apply_migrations(cfg.secrets.supabase_db_url.get_secret_value(), log=log)
+        except MigrationError as e:
+            raise MigrationFailed(str(e)) from None
+    if cfg.storage == "local":
+        return
+    writer = make_writer(cfg)
+    try:
+        writer.preflight()
+        log(f"preflight: ok — {cfg.storage}: the key may write, the table training_predictions is reachable")
+        spool = cfg.predictions_path
+        if replay_previous and cfg.predictions.enabled and spool.exists() and spool.stat().st_size:
+            from predictions.replay import replay_spool
+
+            sent = replay_spool(spool, writer, log=log)
+            log(f"restart: replayed {sent} rows of the previous attempt's spool (duplicates ignored)")
+    except WriteError as e:
+        raise DatabaseRefused(str(e)) from None
+    finally:
+        writer.close()
+
+
+def open_remote_writer(cfg: JobConfig, *, log: Callable[[str], None] = print):
+    """A BackgroundWriter around the database writer, or None in local mode."""
+    if cfg.storage == "local":
+        return None
+    from predictions.writers.background import BackgroundWriter
+
+    return BackgroundWriter(
+        make_writer(cfg), drain_timeout_s=cfg.predictions.drain_timeout_s, log=log, spool_path=cfg.predictions_path
+    )
+
+
+def previously_written_steps(cfg: JobConfig, sample_count: int, remote=None, *, log=print) -> set[int]:
+    """Steps whose whole round is already in this job's spool (an earlier attempt of the pod):
+    the callback skips them, so a restart never predicts a step twice."""
+    spool = cfg.predictions_path
+    if not spool.exists():
+        return set()
+    seen: dict[int, set[int]] = defaultdict(set)
+    with spool.open(encoding="utf-8", errors="surrogatepass") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line: that round was not complete, so it runs again
+            if row.get("job_id") == cfg.job_id:
+                seen[row["step"]].add(row["sample_index"])
+    done = {step for step, idx in seen.items() if len(idx) >= sample_count}
+    if done:
+        log(f"restart: {len(done)} rounds already in {spool.name} (steps {min(done)}–{max(done)}); not repeated")
+    return done
+
+
+def replay_command(cfg: JobConfig, spool: Path, *, log: Callable[[str], None] = print) -> int:
+    """`entrypoint.py replay`: put a spool's rows into the database, exactly once."""
+    if cfg.storage == "local":
+        log("replay: no database configured (set SUPABASE_URL and SUPABASE_SERVICE_KEY, or SUPABASE_DB_URL)")
+        return EXIT_CONFIG
+    if not spool.exists():
+        log(f"replay: {spool} does not exist")
+        return 66  # EX_NOINPUT
+    from predictions.replay import replay_spool
+
+    writer = make_writer(cfg)
+    try:
+        writer.preflight()
+        sent = replay_spool(spool, writer, log=log)
+    except WriteError as e:
+        log(f"replay: FAILED: {e}")
+        return EXIT_PREFLIGHT
+    finally:
+        writer.close()
+    log(f"replay: {sent} rows sent from {spool} (rows already stored were left as they were)")
+    return 0

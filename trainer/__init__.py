@@ -1,0 +1,1 @@
+"""Configuration, data, model loading and the per-rank training script."""

@@ -1,0 +1,51 @@
+"""Checkpoints that survive a pod restart: a checkpoint is complete only once it is fully written.
+
+The Trainer writes `checkpoint-N/` file by file; a pod killed in the middle leaves a torn one that
+`resume_from_checkpoint` would crash on (or, worse, load half of). `MarkComplete` drops a marker
+file after the Trainer has finished saving; `newest_complete` resumes from the newest checkpoint
+that has it and skips the others.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+from transformers import TrainerCallback
+
+MARKER = "COMPLETE"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class MarkComplete(TrainerCallback):
+    """Writes checkpoint-N/COMPLETE after the Trainer saved checkpoint-N (main process)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            marker = folder / MARKER
+            with open(marker, "w") as f:
+                f.write(f"{state.global_step}\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def newest_complete(output_dir: Path, *, log: Callable[[str], None] | None = print) -> Path | None:
+    """The newest complete checkpoint under output_dir, or None (an empty volume starts fresh)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = sorted(
+        ((int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()),
+        reverse=True,
+    )
+    for _step, path in found:
+        if (path / MARKER).exists():
+            return path
+        if log:
+            log(f"resume: skipping {path.name}: incomplete (the pod stopped while it was being written)")
+    return None

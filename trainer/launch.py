@@ -1,0 +1,108 @@
+"""`accelerate launch` from the entrypoint: one training process per GPU, signals forwarded.
+
+The children read their configuration from the environment they inherit: argv holds no secret
+(it is visible to every user of the machine in /proc/*/cmdline and in `ps`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Callable
+
+import torch
+
+from trainer.config import JobConfig
+
+GRACE_S = 60  # after SIGTERM, how long the children get to stop before SIGKILL
+
+
+def process_count(cfg: JobConfig) -> int:
+    """NUM_PROCESSES, else RUNPOD_GPU_COUNT, else one per visible GPU, else one."""
+    if cfg.num_processes:
+        return cfg.num_processes
+    if cfg.env.RUNPOD_GPU_COUNT:
+        return cfg.env.RUNPOD_GPU_COUNT
+    return max(1, torch.cuda.device_count())
+
+
+def device_kind() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(processes: int, precision: str, device: str) -> tuple[list[str], dict[str, str]]:
+    """The `accelerate launch` command line and the extra environment it needs."""
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--num_machines", "1",
+        "--num_processes", str(processes),
+        "--mixed_precision", precision,
+        "--dynamo_backend", "no",
+    ]
+    extra: dict[str, str] = {}
+    if processes > 1:
+        # `--cpu` alone starts a single process; several CPU processes need --multi_gpu with
+        # ACCELERATE_USE_CPU, which makes accelerate use torchrun with the gloo backend.
+        cmd += ["--multi_gpu", "--main_process_port", str(_free_port())]
+        if device == "cpu":
+            extra["ACCELERATE_USE_CPU"] = "true"
+    elif device == "cpu":
+        cmd += ["--cpu"]
+    cmd += ["-m", "trainer.train"]
+    return cmd, extra
+
+
+def run_children(cmd: list[str], extra_env: dict[str, str], *, log: Callable[[str], None] = print) -> int:
+    """Run the launch in its own process group; forward SIGTERM / SIGINT to the whole group.
+    Returns the children's exit code (128 + signal number when a signal ended them)."""
+    env = {**os.environ, **extra_env}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, _processes(cmd)))))
+    child = subprocess.Popen(cmd, env=env, cwd=root, start_new_session=True)
+
+    def forward(signum, _frame):
+        log(f"entrypoint: got {signal.Signals(signum).name}; stopping the training processes")
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            return
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = child.wait()
+        if code < 0:
+            code = 128 - code
+        return code
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _reap(child)
+
+
+def _processes(cmd: list[str]) -> int:
+    return int(cmd[cmd.index("--num_processes") + 1])
+
+
+def _reap(child: subprocess.Popen) -> None:
+    """Nothing of the group outlives the entrypoint: SIGKILL stragglers after the grace period."""
+    try:
+        os.killpg(child.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait(timeout=GRACE_S)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):  # the group ended meanwhile: nothing to kill
+            os.killpg(child.pid, signal.SIGKILL)

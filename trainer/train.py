@@ -1,0 +1,185 @@
+"""The per-rank training script, started by `accelerate launch` (see trainer/launch.py).
+
+Every rank reads the same configuration from the environment (secrets included: never argv),
+loads the data and the model, and trains with the HF Trainer. The main process alone generates
+and writes predictions; the others wait for it at a barrier.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers.utils import logging as hf_logging
+
+from trainer import checkpoints
+from trainer.config import ConfigError, EXIT_CONFIG, JobConfig, load_config
+from trainer.data import Example, load_examples, split_holdout, tokenize
+from trainer.fetch import local_path
+from trainer.model import load_model, load_tokenizer, resolve_precision, save_final
+
+#: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
+COLLECTIVE_TIMEOUT_S = 4 * 3600
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def training_arguments(cfg: JobConfig) -> TrainingArguments:
+    """TrainingArguments from the validated config. No secret goes in here: it is saved with
+    every checkpoint (training_args.bin)."""
+    t = cfg.training
+    precision = resolve_precision(t)
+    return TrainingArguments(
+        output_dir=str(cfg.output_dir),
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        seed=t.seed,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler_type,
+        max_grad_norm=t.max_grad_norm,
+        activation_checkpointing=t.gradient_checkpointing,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        ddp_timeout=COLLECTIVE_TIMEOUT_S,
+        ddp_find_unused_parameters=False,
+        remove_unused_columns=False,  # our rows are already input_ids/attention_mask/labels
+        report_to="none",
+        disable_tqdm=True,  # pod logs are line-oriented: the Trainer prints its log dicts instead
+        save_only_model=False,
+    )
+
+
+def load_data(cfg: JobConfig, tokenizer) -> tuple[list[Example], list[Example] | None]:
+    train = load_examples(local_path(cfg.dataset_path, cfg.output_dir), tokenizer, log=log)
+    evaluation = None
+    if cfg.eval_dataset_path:
+        evaluation = load_examples(local_path(cfg.eval_dataset_path, cfg.output_dir), tokenizer, log=log)
+    elif cfg.training.eval_split > 0:
+        train, evaluation = split_holdout(train, cfg.training.eval_split, cfg.training.seed)
+        log(f"data: held out {len(evaluation)} of {len(train) + len(evaluation)} rows for evaluation")
+    return train, evaluation
+
+
+def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None):
+    """The fixed sample: from samples_path, else the evaluation data, else the training data."""
+    p = cfg.predictions
+    if p.samples_path:
+        source, source_id = "samples", p.samples_path
+        examples = load_examples(local_path(p.samples_path, cfg.output_dir), tokenizer, log=log)
+    elif evaluation:
+        source, source_id, examples = "eval", cfg.eval_dataset_path or "eval_split", evaluation
+    else:
+        source, source_id, examples = "train", cfg.dataset_path, train
+    from predictions.sampler import draw_samples
+
+    triples = [(e.source_index, e.prompt, e.completion) for e in examples]
+    # The file's name only: a signed URL's query string is a credential.
+    name = Path(source_id.split("?", 1)[0]).name
+    return draw_samples(triples, p.sample_count, seed=p.seed, source=source, source_id=name)
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def main() -> int:
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_progress_bar()  # pod logs are line-oriented
+    try:
+        cfg = load_config()
+    except ConfigError as e:  # the parent validated already; this guards a direct invocation
+        log(f"configuration error: {e}")
+        return EXIT_CONFIG
+
+    args = training_arguments(cfg)  # initialises the distributed state under accelerate launch
+    is_main = args.process_index == 0
+    tokenizer = load_tokenizer(cfg)
+    train, evaluation = load_data(cfg, tokenizer)
+    max_len = cfg.training.max_seq_length
+    train_ds = [tokenize(e, tokenizer, max_len) for e in train]
+    eval_ds = [tokenize(e, tokenizer, max_len) for e in evaluation] if evaluation else None
+    if cfg.training.eval_strategy == "no":
+        eval_ds = None
+
+    model = load_model(cfg, tokenizer, log=log if is_main else (lambda _m: None))
+    resume = checkpoints.newest_complete(cfg.output_dir, log=log if is_main else None)
+
+    callbacks, rounds, remote = [checkpoints.MarkComplete()], None, None
+    if cfg.predictions.enabled:
+        from predictions.callback import PredictionsCallback
+        from predictions.rounds import PredictionRounds
+        from predictions.writers.local import LocalJsonlWriter
+
+        samples = pick_samples(cfg, tokenizer, train, evaluation)
+        done_steps: set[int] = set()
+        if is_main:
+            from predictions.storage import open_remote_writer, previously_written_steps
+
+            remote = open_remote_writer(cfg, log=log)
+            done_steps = previously_written_steps(cfg, len(samples), remote, log=log)
+            rounds = PredictionRounds(
+                samples, tokenizer, cfg.predictions, job_id=cfg.job_id, user_id=cfg.user_id,
+                local=LocalJsonlWriter(cfg.predictions_path), remote=remote,
+                json_schema=cfg.json_schema, log=log,
+            )
+        else:
+            done_steps = set()
+        callbacks.append(PredictionsCallback(
+            rounds.run if rounds else (lambda *a, **k: None),
+            frequency=cfg.predictions.sample_frequency,
+            step_interval=cfg.predictions.step_interval,
+            baseline=cfg.predictions.baseline,
+            is_main_process=is_main,
+            barrier=_barrier,
+            done_steps=done_steps,
+        ))
+        if is_main:
+            log(f"predictions: {len(samples)} samples from {samples[0].sample_source}, "
+                f"every {cfg.predictions.sample_frequency}")
+    elif is_main:
+        log("predictions: disabled (PREDICTIONS_CONFIG.enabled is false); no callback registered")
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    if resume:
+        log(f"resume: from {resume.name}")
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    if is_main:
+        save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training, log=log)
+        if rounds is not None:
+            from predictions.report import print_summary
+
+            stats = remote.close() if remote is not None else None
+            print_summary(rounds.results, stats, spool=cfg.predictions_path)
+    _barrier()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
