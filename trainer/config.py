@@ -115,7 +115,8 @@ class Environment(BaseSettings):
     """The raw environment, read by pydantic-settings. JSON variables stay text here so that a
     malformed one can be reported with its position; `load_config` parses them."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore")
+    # An empty variable (`KEY=` in an env file, "" in a template) means unset.
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", env_ignore_empty=True)
 
     JOB_ID: str | None = None
     USER_ID: str | None = None

@@ -1,0 +1,24 @@
+# The training image: CUDA PyTorch base, code in /app, caches and outputs on the RunPod volume.
+# torch comes from the base image (CUDA build); everything else is the same pinned
+# requirements.txt the tests install.
+FROM pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HOME=/workspace/hf \
+    OUTPUT_DIR=/workspace/outputs
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt && python -c "import torch; assert torch.cuda.is_available() or True"
+COPY entrypoint.py ./
+COPY trainer/ trainer/
+COPY predictions/ predictions/
+COPY sql/ sql/
+
+# /workspace is the RunPod volume: the Hub cache, downloads, checkpoints and predictions survive
+# a pod restart there, which is what resuming needs.
+VOLUME ["/workspace"]
+ENTRYPOINT ["python", "/app/entrypoint.py"]
+CMD ["run"]
