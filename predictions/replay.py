@@ -40,7 +40,7 @@ def _read_spool(spool_path: Path, log: Callable[[str], None]) -> Iterator[dict[s
             yield {key: row[key] for key in ROW_COLUMNS if key in row}
     for lineno in bad:
         if lineno == last_line:
-            log(f"replay: skipped the torn last line {lineno} of {spool_path} (a process was killed mid-write)")
+            log(f"replay: skipped the torn last line {lineno} of {spool_path} (killed mid-write)")
         else:
             log(f"replay: skipped line {lineno} of {spool_path}: not a JSON row")
     if bad:

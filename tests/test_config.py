@@ -146,3 +146,9 @@ def test_entrypoint_exits_with_the_config_code_before_loading_anything(tmp_path)
     assert proc.returncode == EXIT_CONFIG, proc.stdout + proc.stderr
     assert "configuration error: TRAINING_CONFIG.learning_rate: Input should be a valid number" in proc.stdout
     assert not (tmp_path / "out").exists()  # nothing was produced
+
+
+def test_sharded_training_with_predictions_is_refused_up_front(env, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert "a single rank cannot generate from a sharded model" in error_of(env())
+    assert not env(PREDICTIONS_CONFIG={"enabled": False})().predictions.enabled

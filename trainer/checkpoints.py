@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import torch.distributed as dist
 from transformers import TrainerCallback
 
 MARKER = "COMPLETE"
@@ -23,6 +24,9 @@ class MarkComplete(TrainerCallback):
     """Writes checkpoint-N/COMPLETE after the Trainer saved checkpoint-N (main process)."""
 
     def on_save(self, args, state, control, **kwargs):
+        # Every rank writes its own part (rng_state_<rank>.pth): wait until all are done.
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()
         if not state.is_world_process_zero:
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,6 +274,17 @@ def _storage_mode(env: Environment) -> tuple[StorageMode, str]:
     return "local", "SUPABASE_URL is not set"
 
 
+def _refuse_sharded(predictions: PredictionsConfig) -> None:
+    """Under FSDP / DeepSpeed ZeRO-3 no single rank holds the whole model, so the main process
+    cannot generate alone (it would hang in the shards' all-gathers). Refused up front."""
+    for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        if predictions.enabled and os.environ.get(name, "").lower() in ("1", "true", "yes"):
+            raise ConfigError(
+                name, "sharded training with predictions is not supported: a single rank cannot generate from a "
+                "sharded model. Unset it (DDP: every GPU keeps a full copy) or set PREDICTIONS_CONFIG.enabled to false",
+            )
+
+
 def _require_uuid(variable: str, value: str | None, why: str) -> str:
     if not value:
         raise ConfigError(variable, f"not set; {why}")
@@ -341,6 +353,7 @@ def load_config() -> JobConfig:
                 raise ConfigError("PREDICTIONS_CONFIG", f"the JSON schema file is malformed: {e}",
                                   "validators.json_schema_path") from None
 
+    _refuse_sharded(predictions)
     storage, reason = _storage_mode(env)
     job_id, user_id = env.JOB_ID or "local", env.USER_ID
     if storage != "local":

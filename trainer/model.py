@@ -3,6 +3,7 @@ or QLoRA (4-bit through BitsAndBytesConfig, adapters through peft)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from typing import Callable
 
@@ -50,19 +51,23 @@ def _lora_config(training: TrainingConfig):
 
 def load_model(cfg: JobConfig, tokenizer, *, log: Callable[[str], None] = print):
     """The model to train, adapter-wrapped for LoRA / QLoRA."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     training = cfg.training
     precision = resolve_precision(training)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    source = cfg.model_name
     if cfg.is_demo:
         model = build_model(tokenizer, **DEMO_MODEL_SIZE)
         if training.finetuning != "qlora":
             return _with_adapter(model, training, log)
-        # 4-bit weights are made by from_pretrained: save the fresh demo model and load it back.
-        source = tempfile.mkdtemp(prefix="demo-model-")
-        model.save_pretrained(source)
+        # 4-bit weights are made by from_pretrained: save the fresh demo model and load it back
+        # (the weights are in memory once loaded, so the folder can go).
+        with tempfile.TemporaryDirectory(prefix="demo-model-") as source:
+            model.save_pretrained(source)
+            return _load_pretrained(source, training, dtype, log)
+    return _load_pretrained(cfg.model_name, training, dtype, log)
+
+
+def _load_pretrained(source: str, training: TrainingConfig, dtype, log):
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     kwargs = {"dtype": dtype}
     if training.finetuning == "qlora":
@@ -70,8 +75,10 @@ def load_model(cfg: JobConfig, tokenizer, *, log: Callable[[str], None] = print)
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.float32,
+            bnb_4bit_compute_dtype=dtype,
         )
+        if torch.cuda.is_available():  # 4-bit weights cannot be moved after loading: place them per rank
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     if training.finetuning == "qlora":
         from peft import prepare_model_for_kbit_training

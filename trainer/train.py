@@ -66,7 +66,7 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
     )
 
 
-def load_data(cfg: JobConfig, tokenizer) -> tuple[list[Example], list[Example] | None]:
+def load_data(cfg: JobConfig, tokenizer, log=log) -> tuple[list[Example], list[Example] | None]:
     train = load_examples(local_path(cfg.dataset_path, cfg.output_dir), tokenizer, log=log)
     evaluation = None
     if cfg.eval_dataset_path:
@@ -77,12 +77,13 @@ def load_data(cfg: JobConfig, tokenizer) -> tuple[list[Example], list[Example] |
     return train, evaluation
 
 
-def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None):
+def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None,
+                 samples_file: Path | None):
     """The fixed sample: from samples_path, else the evaluation data, else the training data."""
     p = cfg.predictions
     if p.samples_path:
         source, source_id = "samples", p.samples_path
-        examples = load_examples(local_path(p.samples_path, cfg.output_dir), tokenizer, log=log)
+        examples = load_examples(samples_file, tokenizer, log=log)
     elif evaluation:
         source, source_id, examples = "eval", cfg.eval_dataset_path or "eval_split", evaluation
     else:
@@ -112,14 +113,17 @@ def main() -> int:
     args = training_arguments(cfg)  # initialises the distributed state under accelerate launch
     is_main = args.process_index == 0
     tokenizer = load_tokenizer(cfg)
-    train, evaluation = load_data(cfg, tokenizer)
+    quiet = log if is_main else (lambda _m: None)  # one copy of each line, not one per rank
+    with args.main_process_first(local=True, desc="data"):  # one rank downloads, the others reuse
+        train, evaluation = load_data(cfg, tokenizer, quiet)
+        samples_file = local_path(cfg.predictions.samples_path, cfg.output_dir) if cfg.predictions.samples_path else None
     max_len = cfg.training.max_seq_length
     train_ds = [tokenize(e, tokenizer, max_len) for e in train]
     eval_ds = [tokenize(e, tokenizer, max_len) for e in evaluation] if evaluation else None
     if cfg.training.eval_strategy == "no":
         eval_ds = None
 
-    model = load_model(cfg, tokenizer, log=log if is_main else (lambda _m: None))
+    model = load_model(cfg, tokenizer, log=quiet)
     resume = checkpoints.newest_complete(cfg.output_dir, log=log if is_main else None)
 
     callbacks, rounds, remote = [checkpoints.MarkComplete()], None, None
@@ -128,7 +132,7 @@ def main() -> int:
         from predictions.rounds import PredictionRounds
         from predictions.writers.local import LocalJsonlWriter
 
-        samples = pick_samples(cfg, tokenizer, train, evaluation)
+        samples = pick_samples(cfg, tokenizer, train, evaluation, samples_file)
         done_steps: set[int] = set()
         if is_main:
             from predictions.storage import open_remote_writer, previously_written_steps

@@ -80,7 +80,8 @@ class BackgroundWriter:
             except queue.Full:
                 self._fail(
                     rows,
-                    f"{self.name} writer is {self._queue.maxsize} rounds behind (the database is slow or away); "
+                    f"{self.name} writer is {self._queue.maxsize} rounds behind "
+                    "(the database is slow or away); "
                     "rounds beyond that stay in the local spool",
                     log_once=True,
                 )
@@ -135,7 +136,8 @@ class BackgroundWriter:
         try:
             self.inner.write(rows)
         except TransientWriteError as e:
-            self._finish(rows, f"{self.name}: a round of {len(rows)} rows was not written: {e}", log_once=False)
+            message = f"{self.name}: a round of {len(rows)} rows was not written: {e}"
+            self._finish(rows, message, log_once=False)
         except PermanentWriteError as e:
             self._finish(rows, f"{self.name}: a round of {len(rows)} rows was refused: {e}", log_once=True)
         except Exception as e:  # noqa: BLE001 - a bug in a writer must not kill the thread
@@ -161,7 +163,8 @@ class BackgroundWriter:
         if first and len(self._stats.errors) < MAX_ERRORS_KEPT:
             self._stats.errors.append(message)
         self._logged.add(message)
-        if first or not log_once:
+        # After close gave up, the round in flight was already reported as pending: no new line.
+        if (first or not log_once) and not self._abandoned.is_set():
             self.log(f"predictions: {message}")
 
     def _close_inner(self) -> None:

@@ -48,7 +48,10 @@ FIX_CONSTRAINT = f"a row broke a constraint of {TABLE}: check that sql/ migratio
 # Postgres / PostgREST codes that mean "the database is (momentarily) not there": connection
 # exceptions (class 08), admin/crash shutdown, too many connections, serialization/deadlock,
 # and PostgREST's own "could not connect / pool exhausted" codes.
-TRANSIENT_CODES = {"57P01", "57P02", "57P03", "53300", "40001", "40P01", "PGRST000", "PGRST001", "PGRST002", "PGRST003"}
+TRANSIENT_CODES = {
+    *("57P01", "57P02", "57P03", "53300", "40001", "40P01"),
+    *("PGRST000", "PGRST001", "PGRST002", "PGRST003"),
+}
 JWT_CODES = {"PGRST300", "PGRST301", "PGRST302", "PGRST303"}
 # httpx failures where the request may not have reached the server, or the answer was lost.
 TRANSIENT_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
@@ -61,6 +64,8 @@ def classify(status: int | None, code: str | None) -> type[TransientWriteError] 
     status decides when the body has no code we know (a proxy's 502 page, a 429).
     """
     code = code or ""
+    if status is not None and code == str(status):
+        code = ""  # postgrest-py's stand-in when the body had no code (a 429 is not class 42)
     if code.startswith("08") or code in TRANSIENT_CODES:
         return TransientWriteError
     if code.startswith(("42", "23")) or code in JWT_CODES or code in {"PGRST204", "PGRST205"}:
@@ -77,7 +82,10 @@ def fix_for(status: int | None, code: str | None, message: str) -> str:
     if code == "42501" and "row-level security" in lowered:
         return FIX_RLS
     if code == "42501":
-        return f"the key may not write {TABLE}: set SUPABASE_SERVICE_KEY to the service_role key and apply the migrations (they grant it)"
+        return (
+            f"the key may not write {TABLE}: set SUPABASE_SERVICE_KEY to the service_role key "
+            "and apply the migrations (they grant it)"
+        )
     if status in (401, 403) or code in JWT_CODES:
         return FIX_KEY
     if status == 404 or code in {"PGRST205", "42P01"}:
@@ -122,7 +130,9 @@ class SupabaseWriter:
         self._owns_http = http_client is None
         # HTTP/1.1: postgrest-py's own client speaks h2, where one GOAWAY fails every request
         # multiplexed on the connection; the explicit timeout bounds a hung request.
-        self._http = http_client or httpx.Client(http2=False, timeout=httpx.Timeout(timeout_s), follow_redirects=True)
+        self._http = http_client or httpx.Client(
+            http2=False, timeout=httpx.Timeout(timeout_s), follow_redirects=True
+        )
         # postgrest-py turns an error response into an APIError without its HTTP status, and
         # the status is what tells a 429 or a 503 from a 400 when the body has no code.
         self._status = threading.local()
@@ -131,7 +141,9 @@ class SupabaseWriter:
             url,
             service_key,
             options=ClientOptions(
-                httpx_client=self._http,  # carries the timeout: with a client given, supabase-py ignores postgrest_client_timeout
+                # The client carries the timeout: given one, supabase-py ignores
+                # postgrest_client_timeout (and would otherwise build an HTTP/2 client).
+                httpx_client=self._http,
                 # Retries are tenacity's, here, for every method: postgrest-py's own retry
                 # covers GET/HEAD only and would multiply our attempts.
                 postgrest_client_retry=False,
@@ -171,15 +183,16 @@ class SupabaseWriter:
                 f"SUPABASE_SERVICE_KEY is a {role or 'unrecognised'} key; the anon key cannot insert "
                 "under RLS; set SUPABASE_SERVICE_KEY to the service_role key"
             )
-        self._with_retries(lambda: self._execute(self._client.table(TABLE).select("id").limit(0)), what="table check")
+        self._with_retries(self._check_table, what="table check")
         # The write check upserts a probe row and deletes it: it proves the grants, RLS and the
         # columns this image sends (a missing column is PGRST204 here, not mid-training). A
-        # constraint error (23xxx, e.g. a foreign key on the nil job id) also proves it: Postgres
-        # checks privileges and RLS before constraints, so the key was allowed to insert.
+        # foreign-key error (23503: the nil ids name no job or user) proves it too: Postgres
+        # checks privileges and RLS before constraints, so the key was allowed to insert. Other
+        # constraint errors are raised: real rows would break them as well.
         try:
             self._with_retries(lambda: self._upsert([self._probe_row()]), what="write check")
         except PermanentWriteError as e:
-            if not str(getattr(e, "code", "")).startswith("23"):
+            if getattr(e, "code", None) != "23503":
                 raise
         self._with_retries(self._delete_probe, what="probe cleanup")
 
@@ -193,6 +206,9 @@ class SupabaseWriter:
             returning=ReturnMethod.minimal,  # nothing to read back; saves the response body
         )
         self._execute(query)
+
+    def _check_table(self) -> None:
+        self._execute(self._client.table(TABLE).select("id").limit(0))  # reads no row
 
     def _delete_probe(self) -> None:
         query = self._client.table(TABLE).delete(returning=ReturnMethod.minimal)
@@ -218,7 +234,9 @@ class SupabaseWriter:
         kind = classify(status, e.code)
         said = f"HTTP {status}, {e.code or 'no code'}: {server}".strip()
         if kind is TransientWriteError:
-            err: TransientWriteError | PermanentWriteError = TransientWriteError(self._redact(f"{TABLE}: {said}"))
+            err: TransientWriteError | PermanentWriteError = TransientWriteError(
+                self._redact(f"{TABLE}: {said}")
+            )
         else:
             err = PermanentWriteError(self._redact(f"{fix_for(status, e.code, server)} [{said}]"))
         err.code, err.status = e.code, status  # type: ignore[attr-defined]
@@ -234,7 +252,9 @@ class SupabaseWriter:
         try:
             retrying(send)
         except TransientWriteError as e:
-            raise TransientWriteError(f"supabase: {what} not written after {self.max_attempts} attempts: {e}") from e
+            raise TransientWriteError(
+                f"supabase: {what} not written after {self.max_attempts} attempts: {e}"
+            ) from e
 
     def _redact(self, text: str) -> str:
         # Defence in depth: no message we build includes the key, but a server may echo it.

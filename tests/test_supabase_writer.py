@@ -1,0 +1,217 @@
+"""predictions/writers/supabase.py against a double at the HTTP transport (no PostgREST here)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+from tenacity import wait_none
+
+from predictions.rows import Generation, Sample, Scores, make_row
+from predictions.sanitize import sanitize_row
+from predictions.writers.base import PermanentWriteError, TransientWriteError
+from predictions.writers.supabase import FIX_KEY, FIX_RLS, FIX_TABLE, SupabaseWriter
+
+URL = "https://project.supabase.co"
+SECRET = "sb_secret_do-not-leak-0123456789"
+RLS_BODY = {"code": "42501", "message": 'new row violates row-level security policy for table "training_predictions"'}
+
+
+def jwt(role: str) -> str:
+    """A JWT-shaped key: only the payload's role claim is read."""
+    enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")  # noqa: E731
+    return f"{enc({'alg': 'HS256'})}.{enc({'role': role, 'iss': 'supabase'})}.signature-not-checked"
+
+
+def row(i: int, prediction: str = "answer") -> dict:
+    return make_row(
+        job_id="11111111-1111-1111-1111-111111111111",
+        user_id="22222222-2222-2222-2222-222222222222",
+        epoch=1.0,
+        step=10,
+        sample=Sample(i, "prompt", "truth", "pid", i, "eval", "eval.jsonl"),
+        generation=Generation(prediction, 5, 7, float("nan"), "eos", 64, False, None, None),
+        scores=Scores(False, 0.5, 1.0, 0.25, None, None, None),
+    )
+
+
+class Server:
+    """Answers requests from a script of responses (or exceptions); records what it was sent."""
+
+    def __init__(self, *script):
+        self.script = list(script)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        step = self.script.pop(0) if self.script else 201
+        if isinstance(step, Exception):
+            raise step
+        if isinstance(step, tuple):
+            status, body = step
+            return httpx.Response(status, json=body)
+        return httpx.Response(step)
+
+
+def writer(server: Server, key: str = SECRET, **kw) -> SupabaseWriter:
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    return SupabaseWriter(URL, key, http_client=http, wait=wait_none(), **kw)
+
+
+def test_the_upsert_request():
+    server = Server(201)
+    rows = [row(0, "a\x00b"), row(1)]
+    writer(server).write(rows)
+    (req,) = server.requests
+    assert req.method == "POST" and req.url.path == "/rest/v1/training_predictions"
+    assert parse_qs(req.url.query.decode())["on_conflict"] == ["job_id,step,sample_index"]
+    assert req.headers["apikey"] == SECRET
+    assert req.headers["authorization"] == f"Bearer {SECRET}"
+    prefer = req.headers["prefer"]
+    assert "resolution=ignore-duplicates" in prefer and "return=minimal" in prefer
+    sent = json.loads(req.content)
+    assert sent == [sanitize_row(r, max_text_chars=100_000) for r in rows]
+    assert sent[0]["prediction"] == "ab" and sent[0]["latency_ms"] is None
+
+
+def test_retries_503_then_succeeds():
+    server = Server(503, 503, 201)
+    writer(server).write([row(0)])
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("drop", [httpx.RemoteProtocolError("server disconnected"), httpx.ConnectError("refused")])
+def test_retries_a_dropped_connection(drop):
+    server = Server(drop, 201)
+    writer(server).write([row(0)])
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 504, 520])
+def test_transient_statuses_are_retried(status):
+    server = Server(status, 201)
+    writer(server).write([row(0)])
+    assert len(server.requests) == 2
+
+
+def test_postgres_connection_codes_are_retried():
+    server = Server((503, {"code": "PGRST001", "message": "could not connect"}), (500, {"code": "57P01"}), 201)
+    writer(server).write([row(0)])
+    assert len(server.requests) == 3
+
+
+def test_a_json_error_without_a_code_is_judged_by_its_status():
+    # A gateway's JSON error carries no code: only the HTTP status tells 502 from 401.
+    server = Server((502, {"message": "Bad gateway"}), (401, {"message": "Invalid API key"}))
+    with pytest.raises(PermanentWriteError, match="set SUPABASE_SERVICE_KEY"):
+        writer(server).write([row(0)])
+    assert len(server.requests) == 2
+
+
+def test_gives_up_after_max_attempts():
+    server = Server(*[503] * 10)
+    with pytest.raises(TransientWriteError, match="after 4 attempts"):
+        writer(server, max_attempts=4).write([row(0)])
+    assert len(server.requests) == 4
+
+
+@pytest.mark.parametrize(
+    "response, fix",
+    [
+        (401, FIX_KEY),
+        (403, FIX_KEY),
+        ((401, {"code": "PGRST301", "message": "JWT could not be decoded"}), FIX_KEY),
+        ((403, RLS_BODY), FIX_RLS),
+        ((401, RLS_BODY), FIX_RLS),
+        ((404, {"code": "PGRST205", "message": "Could not find the table"}), FIX_TABLE),
+        ((409, {"code": "23505", "message": "duplicate key"}), "constraint"),
+        (409, "constraint"),
+        ((400, {"code": "22P02", "message": "invalid input syntax for type uuid"}), "refused"),
+    ],
+)
+def test_permanent_errors_are_not_retried(response, fix):
+    server = Server(response, 201)
+    with pytest.raises(PermanentWriteError) as e:
+        writer(server).write([row(0)])
+    assert len(server.requests) == 1
+    assert fix in str(e.value)
+
+
+def test_the_key_is_never_shown():
+    w = writer(Server(*[503] * 3, (403, {"code": "42501", "message": f"echo {SECRET}"})), max_attempts=3)
+    with pytest.raises(TransientWriteError) as transient:
+        w.write([row(0)])
+    with pytest.raises(PermanentWriteError) as permanent:
+        w.write([row(0)])
+    for text in (str(transient.value), repr(transient.value), str(permanent.value), repr(w), str(vars(w).get("url"))):
+        assert SECRET not in text
+
+
+def test_big_rounds_split_under_max_request_bytes():
+    server = Server()
+    rows = [row(i, "x" * 2_000) for i in range(30)]
+    writer(server, max_request_bytes=10_000).write(rows)
+    assert len(server.requests) > 1
+    assert all(len(r.content) <= 10_000 for r in server.requests)
+    sent = [r for req in server.requests for r in json.loads(req.content)]
+    assert [r["sample_index"] for r in sent] == list(range(30))
+
+
+def test_empty_round_sends_nothing():
+    server = Server()
+    writer(server).write([])
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("key", [jwt("anon"), "sb_publishable_abc", "not-a-key"])
+def test_preflight_refuses_a_key_that_is_not_service_role_before_any_request(key):
+    server = Server()
+    with pytest.raises(PermanentWriteError, match="set SUPABASE_SERVICE_KEY to the service_role key") as e:
+        writer(server, key=key).preflight()
+    assert server.requests == []
+    assert key not in str(e.value)
+
+
+@pytest.mark.parametrize("key", [SECRET, jwt("service_role")])
+def test_preflight_accepts_service_role_keys(key):
+    server = Server((200, []), 201, 204)
+    writer(server, key=key).preflight()
+    select, upsert, delete = server.requests
+    assert select.method == "GET" and parse_qs(select.url.query.decode())["limit"] == ["0"]
+    probe = json.loads(upsert.content)
+    assert upsert.method == "POST" and probe[0]["step"] == -1
+    assert delete.method == "DELETE" and parse_qs(delete.url.query.decode())["step"] == ["eq.-1"]
+
+
+def test_preflight_names_a_missing_table():
+    server = Server((404, {"code": "PGRST205", "message": "Could not find the table 'public.training_predictions'"}))
+    with pytest.raises(PermanentWriteError, match="apply the migrations"):
+        writer(server).preflight()
+
+
+def test_preflight_reports_rls_on_the_probe_write():
+    server = Server((200, []), (403, RLS_BODY))
+    with pytest.raises(PermanentWriteError, match="row-level security rejected the insert"):
+        writer(server).preflight()
+
+
+def test_preflight_probe_refused_by_a_constraint_still_proves_the_write():
+    # A foreign key on the nil job id: privileges and RLS were checked before the constraint.
+    server = Server((200, []), (409, {"code": "23503", "message": "violates foreign key constraint"}), 204)
+    writer(server).preflight()
+    assert [r.method for r in server.requests] == ["GET", "POST", "DELETE"]
+
+
+def test_preflight_unreachable_server_is_transient():
+    server = Server(*[httpx.ConnectError("refused")] * 3)
+    with pytest.raises(TransientWriteError):
+        writer(server, max_attempts=3).preflight()
+
+
+def test_preflight_probe_refused_by_a_check_constraint_is_raised():
+    server = Server((200, []), (400, {"code": "23514", "message": "violates check constraint"}))
+    with pytest.raises(PermanentWriteError, match="constraint"):
+        writer(server).preflight()
