@@ -1,0 +1,72 @@
+"""Helpers for end-to-end tests that run the entrypoint as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from trainer.config import VARIABLES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: A short demo run: 200 steps take seconds on a CPU.
+QUICK_TRAINING = {
+    "max_steps": 40, "learning_rate": 2e-3, "per_device_train_batch_size": 16, "max_seq_length": 32,
+    "save_strategy": "steps", "save_steps": 10, "save_total_limit": 5, "logging_steps": 10, "eval_strategy": "no",
+}
+
+
+def job_env(output_dir: Path, **values) -> dict[str, str]:
+    """The test process's environment without any of the job's variables, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES and not k.startswith("ACCELERATE_")}
+    env["OUTPUT_DIR"] = str(output_dir)
+    for k, v in values.items():
+        env[k] = v if isinstance(v, str) else json.dumps(v)
+    return env
+
+
+def run_entrypoint(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "entrypoint.py", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def spool_rows(output_dir: Path) -> list[dict]:
+    path = Path(output_dir) / "predictions.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            child = int(stat.parent.name)
+            found += [child, *_children(child)]
+    return found
+
+
+def kill_tree_hard(proc: subprocess.Popen) -> None:
+    """SIGKILL the entrypoint and every process under it, as a dying pod would."""
+    for pid in [proc.pid, *_children(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue  # already gone
+    proc.wait(timeout=30)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

@@ -1,0 +1,84 @@
+"""Surviving a pod restart: kill -9 after a checkpoint, start the same command again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, run_entrypoint, spool_rows, wait_for
+from trainer.checkpoints import MARKER, newest_complete
+
+PREDICTIONS = {"enabled": True, "sample_count": 5, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6}
+TRAINING = {**QUICK_TRAINING, "max_steps": 200, "save_steps": 50}
+EXPECTED = {(s, i) for s in range(10, 201, 10) for i in range(5)}
+
+
+def final_step(out: Path) -> int:
+    return json.loads((out / "checkpoint-200" / "trainer_state.json").read_text())["global_step"]
+
+
+@pytest.mark.slow
+def test_killed_after_a_checkpoint_resumes_without_duplicate_predictions(tmp_path):
+    out = tmp_path / "out"
+    env = job_env(out, TRAINING_CONFIG=TRAINING, PREDICTIONS_CONFIG=PREDICTIONS)
+
+    proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: (out / "checkpoint-50" / MARKER).exists(), timeout=300), "no checkpoint came"
+    finally:
+        kill_tree_hard(proc)
+    first = spool_rows(out)
+    assert first and max(r["step"] for r in first) < 200  # killed mid-run
+
+    again = run_entrypoint(env)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-4000:]
+    assert "resume: from checkpoint-" in log
+    resumed_from = int(log.split("resume: from checkpoint-")[1].split()[0])
+    assert resumed_from >= 50
+    assert final_step(out) == 200
+    keys = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
+    assert set(keys) == EXPECTED  # the same set as an uninterrupted run
+    # A round the kill tore may be written again; a complete one never is.
+    assert sum(n - 1 for n in keys.values()) < PREDICTIONS["sample_count"]
+
+
+def test_a_torn_newest_checkpoint_is_skipped(tmp_path):
+    for step, complete in ((10, True), (20, True), (30, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"partial")
+        if complete:
+            (folder / MARKER).write_text(f"{step}\n")
+    lines: list[str] = []
+    assert newest_complete(tmp_path, log=lines.append) == tmp_path / "checkpoint-20"
+    assert lines == ["resume: skipping checkpoint-30: incomplete (the pod stopped while it was being written)"]
+    assert newest_complete(tmp_path / "empty-volume") is None
+
+
+@pytest.mark.slow
+def test_a_torn_checkpoint_on_the_volume_resumes_from_the_one_before(tmp_path):
+    out = tmp_path / "out"
+    env = job_env(out, TRAINING_CONFIG={**TRAINING, "max_steps": 60, "save_steps": 20}, PREDICTIONS_CONFIG=PREDICTIONS)
+    first = run_entrypoint(env)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    # Make checkpoint-60 torn (as if the pod died while writing it), drop the results after 40.
+    (out / "checkpoint-60" / MARKER).unlink()
+    (out / "checkpoint-60" / "optimizer.pt").write_bytes(b"torn")
+    shutil.rmtree(out / "final")
+    before = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
+
+    again = run_entrypoint(env)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-4000:]
+    assert "resume: skipping checkpoint-60: incomplete" in log and "resume: from checkpoint-40" in log
+    assert "restart: 6 rounds already in predictions.jsonl" in log
+    after = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
+    assert after == before  # steps 50 and 60 were predicted already: not written twice
