@@ -28,8 +28,8 @@ def _describe(name: str, cfg: JobConfig) -> tuple[str, str]:
     raw = getattr(cfg.env, name)
     secret = VARIABLES[name][2]
     if raw is None:
-        if name in ("DATASET_PATH", "EVAL_DATASET_PATH") and cfg.is_demo:
-            path = cfg.dataset_path if name == "DATASET_PATH" else cfg.eval_dataset_path
+        path = cfg.dataset_path if name == "DATASET_PATH" else cfg.eval_dataset_path
+        if name in ("DATASET_PATH", "EVAL_DATASET_PATH") and cfg.is_demo and path:
             return "default", f"bundled demo data ({Path(path).name})"
         if name in ("TRAINING_CONFIG", "PREDICTIONS_CONFIG"):
             return "default", "the demo's defaults" if cfg.is_demo else "every key at its default"

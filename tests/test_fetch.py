@@ -1,0 +1,101 @@
+"""Data from an https-style URL: downloaded once onto the volume, retried, size-checked, reused."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from trainer.demo import TRAIN_FILE
+from trainer.fetch import DownloadError, local_path, public_name
+
+from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint, spool_rows
+
+
+class Server:
+    """A loopback HTTP server with a script of answers per path."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.hits, self.fail_first = files, [], {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 — the stdlib's name
+                path = self.path.split("?")[0]
+                outer.hits.append(self.path)
+                failures = outer.fail_first.get(path, 0)
+                if failures:
+                    outer.fail_first[path] = failures - 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                body = outer.files.get(path)
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                return None  # keep the test output clean
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server():
+    s = Server({"/data/train.jsonl": TRAIN_FILE.read_bytes()[:20_000].rsplit(b"\n", 1)[0] + b"\n"})
+    yield s
+    s.close()
+
+
+def test_downloaded_once_and_reused(server, tmp_path):
+    url = f"{server.url}/data/train.jsonl?token=SECRET-SIGNATURE"
+    first = local_path(url, tmp_path)
+    assert first.read_bytes() == server.files["/data/train.jsonl"]
+    assert local_path(url.replace("SECRET", "RESIGNED"), tmp_path) == first  # a re-signed URL: same file
+    assert len(server.hits) == 1
+    assert "SECRET" not in str(first) and public_name(url) == f"{server.url}/data/train.jsonl"
+
+
+def test_transient_failures_are_retried(server, tmp_path, monkeypatch):
+    import trainer.fetch as fetch
+
+    monkeypatch.setattr(fetch._download.retry, "wait", lambda _state: 0)
+    server.fail_first["/data/train.jsonl"] = 2
+    path = local_path(f"{server.url}/data/train.jsonl", tmp_path)
+    assert path.exists() and len(server.hits) == 3
+
+
+def test_missing_file_is_a_clear_error_without_the_query(server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404") as info:
+        local_path(f"{server.url}/nope.jsonl?token=SECRET", tmp_path)
+    assert "SECRET" not in str(info.value)
+    assert not list(Path(tmp_path).rglob("*.jsonl"))
+
+
+@pytest.mark.slow
+def test_training_from_a_dataset_served_over_http(server, tmp_path):
+    out = tmp_path / "out"
+    env = job_env(out, DATASET_PATH=f"{server.url}/data/train.jsonl?sig=abc",
+                  TRAINING_CONFIG={**QUICK_TRAINING, "max_steps": 10, "save_strategy": "no"},
+                  PREDICTIONS_CONFIG={"enabled": True, "sample_count": 3, "sample_frequency": "steps",
+                                      "step_interval": 5, "max_new_tokens": 4})
+    proc = run_entrypoint(env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "sig=abc" not in log and "(query hidden)" in log
+    rows = spool_rows(out)
+    assert {r["step"] for r in rows} == {5, 10} and rows[0]["sample_source"] == "train"
+    assert rows[0]["sample_source_id"] == "train.jsonl"
+    assert len(server.hits) == 1  # downloaded once, by one process
