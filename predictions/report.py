@@ -25,7 +25,8 @@ def rounds_table(results) -> Table:
     return table
 
 
-def print_summary(results, stats=None, *, spool: Path, console: Console | None = None) -> None:
+def print_summary(results, stats=None, *, spool: Path, caught_up: bool | None = None,
+                  console: Console | None = None) -> None:
     """Print the rounds table and the delivery outcome (local spool, database)."""
     console = console or Console(width=120, soft_wrap=True)
     console.print(rounds_table(results))
@@ -36,4 +37,5 @@ def print_summary(results, stats=None, *, spool: Path, console: Console | None =
         console.print(
             f"predictions: database: {stats.rows_written} rows written, {stats.rows_failed} failed, "
             f"{stats.rows_pending_at_close} still pending at the end"
+            + {None: "", True: "; the catch-up replay stored the rest", False: "; run `python entrypoint.py replay`"}[caught_up]
         )

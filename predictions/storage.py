@@ -100,6 +100,28 @@ def open_remote_writer(cfg: JobConfig, *, log: Callable[[str], None] = print):
     )
 
 
+def finish_delivery(cfg: JobConfig, remote, *, log: Callable[[str], None] = print):
+    """Drain the background writer; if rounds did not get through while the database was away,
+    replay the spool once now (duplicates ignored), so a database that came back before the end
+    holds every row. Returns the delivery stats and whether the catch-up completed."""
+    stats = remote.close()
+    if not stats.rows_not_delivered:
+        return stats, None
+    from predictions.replay import replay_spool
+
+    log(f"predictions: catching up — replaying {cfg.predictions_path.name} into {cfg.storage} (duplicates ignored)")
+    writer = make_writer(cfg)
+    try:
+        sent = replay_spool(cfg.predictions_path, writer, log=log)
+    except WriteError as e:
+        log(f"predictions: catch-up failed ({e}); the rows stay in the spool: run `python entrypoint.py replay`")
+        return stats, False
+    finally:
+        writer.close()
+    log(f"predictions: catch-up done: {sent} spool rows checked into {cfg.storage}; every round is stored")
+    return stats, True
+
+
 def previously_written_steps(cfg: JobConfig, sample_count: int, remote=None, *, log=print) -> set[int]:
     """Steps whose whole round is already in this job's spool (an earlier attempt of the pod):
     the callback skips them, so a restart never predicts a step twice."""

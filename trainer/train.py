@@ -179,8 +179,12 @@ def main() -> int:
         if rounds is not None:
             from predictions.report import print_summary
 
-            stats = remote.close() if remote is not None else None
-            print_summary(rounds.results, stats, spool=cfg.predictions_path)
+            stats, caught_up = None, None
+            if remote is not None:
+                from predictions.storage import finish_delivery
+
+                stats, caught_up = finish_delivery(cfg, remote, log=log)
+            print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up)
     _barrier()
     return 0
 

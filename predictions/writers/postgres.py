@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 from psycopg.types.json import Jsonb
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from predictions.rows import ROW_COLUMNS
 from predictions.writers.base import PermanentWriteError, TransientWriteError
@@ -46,9 +47,17 @@ class PostgresWriter:
 
     name = "postgres"
 
-    def __init__(self, db_url: str, *, connect_timeout_s: float = 10):
+    def __init__(self, db_url: str, *, connect_timeout_s: float = 10, max_attempts: int = 4, backoff_max_s: float = 8):
         self._url, self._timeout = db_url, connect_timeout_s
         self._conn: psycopg.Connection | None = None
+        # Transient failures only (a restart, a dropped connection), bounded: the round is in the
+        # spool anyway, and the writer runs off the training thread.
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(TransientWriteError),
+            stop=stop_after_attempt(max_attempts),
+            wait=wait_exponential_jitter(initial=0.5, max=backoff_max_s),
+            reraise=True,
+        )
 
     def __repr__(self) -> str:
         return "PostgresWriter(url=<hidden>)"
@@ -76,7 +85,7 @@ class PostgresWriter:
             [Jsonb(row[c]) if c == "validation_errors" and row[c] is not None else row[c] for c in ROW_COLUMNS]
             for row in rows
         ]
-        self._run(lambda conn: conn.cursor().executemany(_INSERT, params))
+        self._retrying(self._run, lambda conn: conn.cursor().executemany(_INSERT, params))
 
     def preflight(self) -> None:
         """The table is reachable and this role may insert into it."""
