@@ -3,10 +3,13 @@
 -- On Supabase every object below already exists, and this file changes nothing. On a plain
 -- Postgres (self-hosted, CI) it creates what the next migrations rely on: the API roles
 -- anon / authenticated / service_role, the auth schema, and auth.uid() reading the request's
--- JWT claims exactly as Supabase's does. Each is created only where absent.
+-- JWT claims as Supabase's does. Each is created only where absent, so the same file runs
+-- unchanged on both. auth.users is deliberately not created: it belongs to Supabase Auth, and
+-- later migrations reference it only where it exists.
 
 do $$
 begin
+  -- NOLOGIN: nobody connects as these roles; PostgREST (or a test) switches to them with SET ROLE.
   if not exists (select 1 from pg_roles where rolname = 'anon') then
     create role anon nologin noinherit;
   end if;
@@ -25,16 +28,20 @@ create schema if not exists auth;
 do $$
 begin
   if to_regprocedure('auth.uid()') is null then
-    -- Supabase's definition: the `sub` claim of the request's JWT, as PostgREST sets it.
+    -- The `sub` claim of the request's JWT. PostgREST 9+ sets the whole payload as
+    -- request.jwt.claims; older PostgREST set one setting per claim (request.jwt.claim.sub),
+    -- which stays as the fallback. Not security definer: it only reads the caller's settings.
     create function auth.uid() returns uuid
       language sql stable
       set search_path = ''
     as $fn$
       select coalesce(
-        nullif(current_setting('request.jwt.claim.sub', true), ''),
-        (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+        nullif(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub', ''),
+        nullif(current_setting('request.jwt.claim.sub', true), '')
       )::uuid
     $fn$;
+    comment on function auth.uid() is
+      'The requesting user''s id (the JWT sub claim), as on Supabase; null for anon and the service role.';
     grant usage on schema auth to anon, authenticated, service_role;
     grant execute on function auth.uid() to anon, authenticated, service_role;
   end if;
