@@ -1,10 +1,14 @@
 """Applies sql/*.sql in name order, once, the way the Supabase CLI records them.
 
 Each pending file runs in its own transaction together with its record in
-supabase_migrations.schema_migrations, so a file is either applied and recorded or neither. A
-session advisory lock makes two pods starting together apply each file once: the second waits,
-then finds nothing pending. Afterwards PostgREST is told to reload its schema cache, or the new
-table would answer 404 through the API until its next restart.
+supabase_migrations.schema_migrations (the Supabase CLI's table: version = the file name's
+leading timestamp, name = the rest), so a file is either applied and recorded or neither, and
+a file the CLI already applied is not applied again. A session advisory lock makes two pods
+starting together apply each file once: the second waits, then finds nothing pending.
+Afterwards PostgREST is told to reload its schema cache, or a new table would answer 404
+through the API until PostgREST restarts.
+
+The URL holds a password: it is never printed, and error messages are scrubbed of it.
 """
 
 from __future__ import annotations
@@ -13,24 +17,47 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
-#: Any fixed 64-bit number, the same in every pod: the advisory lock's key.
-LOCK_KEY = 0x7472_6169_6E5F_7072  # "train_pr"
+#: Any fixed 64-bit number, the same in every pod: the advisory lock's key ("train_pr").
+LOCK_KEY = 0x7472_6169_6E5F_7072
 CONNECT_TIMEOUT_S = 10
+
+_CREATE_TABLE = (
+    "create schema if not exists supabase_migrations;"
+    " create table if not exists supabase_migrations.schema_migrations"
+    " (version text primary key, statements text[], name text)"
+)
 
 
 class MigrationError(Exception):
-    """A migration did not apply; the message names the file and Postgres's error (no URL)."""
+    """A migration did not apply; the message names the file and Postgres's error (never the URL)."""
 
 
 @dataclass
 class MigrationResult:
+    """What one run did: file names applied now, file names found applied, wall time."""
+
     applied: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def redact(message: str, db_url: str) -> str:
+    """`message` without the URL or its password (libpq never prints them; a malformed URL might)."""
+    secrets = [db_url]
+    try:
+        password = urlsplit(db_url).password
+    except ValueError:  # a malformed URL (bad port): no password to find; the URL itself is still scrubbed
+        password = None
+    if password:
+        secrets += [password, unquote(password)]
+    for secret in secrets:
+        message = message.replace(secret, "<hidden>")
+    return message
 
 
 def _version_and_name(path: Path) -> tuple[str, str]:
@@ -39,27 +66,60 @@ def _version_and_name(path: Path) -> tuple[str, str]:
     return version, name
 
 
+def _files(sql_dir: Path | None) -> list[Path]:
+    return sorted((sql_dir or SQL_DIR).glob("*.sql"))
+
+
 def _connect(db_url: str) -> psycopg.Connection:
     try:
-        return psycopg.connect(db_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        # prepare_threshold=None: Supabase's transaction pooler (port 6543) has no prepared statements.
+        return psycopg.connect(db_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, prepare_threshold=None)
     except psycopg.Error as e:
-        # psycopg's message names host, port and user — never the password.
-        raise MigrationError(f"cannot connect with SUPABASE_DB_URL: {str(e).strip()}") from None
+        # libpq's message names host, port and user, which is what a person needs to fix it.
+        raise MigrationError(f"cannot connect with SUPABASE_DB_URL: {redact(str(e).strip(), db_url)}") from None
 
 
-def apply_migrations(db_url: str, sql_dir: Path | None = None, *, log: Callable[[str], None] = print) -> MigrationResult:
-    """Apply every pending migration of `sql_dir` (default: the repo's sql/)."""
-    files = sorted((sql_dir or SQL_DIR).glob("*.sql"))
+def _applied_versions(conn: psycopg.Connection) -> set[str]:
+    if conn.execute("select to_regclass('supabase_migrations.schema_migrations')").fetchone()[0] is None:
+        return set()
+    return {row[0] for row in conn.execute("select version from supabase_migrations.schema_migrations")}
+
+
+def _describe(e: psycopg.Error, path: Path, sql: str) -> str:
+    """`file line N: Postgres's message (SQLSTATE)`: enough to find and fix the statement."""
+    diag = e.diag
+    where = path.name
+    if diag.statement_position:  # 1-based character offset into the file's text
+        where += f" line {sql[: int(diag.statement_position)].count(chr(10)) + 1}"
+    detail = diag.message_primary or str(e).strip()
+    return f"{where}: {detail} ({e.sqlstate or type(e).__name__})"
+
+
+def pending_migrations(db_url: str, sql_dir: Path | None = None) -> list[str]:
+    """File names of `sql_dir` not yet recorded as applied (read-only; takes no lock)."""
+    with _connect(db_url) as conn:
+        done = _applied_versions(conn)
+    return [p.name for p in _files(sql_dir) if _version_and_name(p)[0] not in done]
+
+
+def apply_migrations(
+    db_url: str, sql_dir: Path | None = None, *, log: Callable[[str], None] = print
+) -> MigrationResult:
+    """Apply every pending migration of `sql_dir` (default: the repo's sql/), each once.
+
+    Raises MigrationError naming the file and Postgres's error; files before it stay applied.
+    """
+    files = _files(sql_dir)
     result, start = MigrationResult(), time.perf_counter()
     with _connect(db_url) as conn:
-        conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
+        # Session-level, not transaction-level: it must span the per-file transactions. Released
+        # below, and by Postgres itself if this process dies holding it.
+        if not conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
+            log("migrations: another process is applying them; waiting for it")
+            conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
         try:
-            conn.execute(
-                "create schema if not exists supabase_migrations;"
-                "create table if not exists supabase_migrations.schema_migrations"
-                " (version text primary key, statements text[], name text)"
-            )
-            done = {row[0] for row in conn.execute("select version from supabase_migrations.schema_migrations")}
+            conn.execute(_CREATE_TABLE)
+            done = _applied_versions(conn)
             for path in files:
                 version, name = _version_and_name(path)
                 if version in done:
@@ -75,14 +135,14 @@ def apply_migrations(db_url: str, sql_dir: Path | None = None, *, log: Callable[
                             (version, [sql], name),
                         )
                 except psycopg.Error as e:
-                    detail = e.diag.message_primary or str(e).strip()
-                    raise MigrationError(f"{path.name}: {detail}") from None
+                    raise MigrationError(redact(_describe(e, path, sql), db_url)) from None
                 result.applied.append(path.name)
                 log(f"migrations: applied {path.name}")
             if result.applied:
                 conn.execute("notify pgrst, 'reload schema'")
         finally:
-            conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
+            if not conn.broken:  # a lost connection has released the lock already
+                conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
     result.seconds = time.perf_counter() - start
     if result.applied:
         log(f"migrations: {len(result.applied)} applied in {result.seconds:.2f}s")

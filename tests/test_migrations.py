@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from predictions.migrations import SQL_DIR, MigrationError, apply_migrations
+from predictions.migrations import LOCK_KEY, SQL_DIR, MigrationError, apply_migrations, pending_migrations
+from predictions.rows import ROW_COLUMNS
 
 pytestmark = pytest.mark.postgres
 
@@ -22,6 +24,14 @@ union all select 'grant', grantee || ' ' || privilege_type
   from information_schema.role_table_grants where table_name = 'training_predictions'
 union all select 'constraint', conname || ' ' || pg_get_constraintdef(oid)
   from pg_constraint where conrelid = 'public.training_predictions'::regclass
+union all select 'default', column_name || ' ' || coalesce(column_default, '') || ' ' || is_identity
+  from information_schema.columns where table_name = 'training_predictions'
+union all select 'acl', relname || ' ' || coalesce(relacl::text, '')
+  from pg_class where relnamespace = 'public'::regnamespace and relkind in ('r', 'S')
+union all select 'function', p.oid::regprocedure::text || ' ' || pg_get_functiondef(p.oid)
+  from pg_proc p where pronamespace = 'auth'::regnamespace
+union all select 'role', rolname || ' ' || rolcanlogin || ' ' || rolbypassrls
+  from pg_roles where rolname in ('anon', 'authenticated', 'service_role')
 union all select 'rls', relrowsecurity::text from pg_class where oid = 'public.training_predictions'::regclass
 union all select 'migration', version || ' ' || name from supabase_migrations.schema_migrations
 order by 1, 2
@@ -37,20 +47,24 @@ def test_bare_postgres_gets_the_table_with_rls_and_the_supabase_roles(pg_db):
     result = apply_migrations(pg_db, log=lambda _m: None)
     assert result.applied == sorted(p.name for p in SQL_DIR.glob("*.sql"))
     rows = schema(pg_db)
-    columns = {r[1].split()[0].split(".")[1] for r in rows if r[0] == "column"}
-    from predictions.rows import ROW_COLUMNS
-
-    assert columns == {"id", "created_at", *ROW_COLUMNS}
+    with psycopg.connect(pg_db) as conn:
+        columns = [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns"
+            " where table_schema = 'public' and table_name = 'training_predictions' order by ordinal_position")]
+    assert columns == ["id", *ROW_COLUMNS, "created_at"]
     assert ("rls", "true") in rows
     assert any("training_predictions_job_step_sample_key UNIQUE (job_id, step, sample_index)" in r[1] for r in rows)
     assert sum(r[0] == "policy" for r in rows) == 2
     with psycopg.connect(pg_db) as conn:
-        roles = dict(conn.execute("select rolname, rolbypassrls from pg_roles where rolname in ('anon','authenticated','service_role')").fetchall())
+        roles = dict(conn.execute("select rolname, rolbypassrls from pg_roles"
+                                  " where rolname in ('anon', 'authenticated', 'service_role')").fetchall())
         assert roles == {"anon": False, "authenticated": False, "service_role": True}
 
 
 def test_applying_twice_changes_nothing(pg_db):
+    assert pending_migrations(pg_db) == sorted(p.name for p in SQL_DIR.glob("*.sql"))
     apply_migrations(pg_db, log=lambda _m: None)
+    assert pending_migrations(pg_db) == []
     before = schema(pg_db)
     lines: list[str] = []
     again = apply_migrations(pg_db, log=lines.append)
@@ -72,37 +86,94 @@ def test_every_file_run_twice_directly_is_idempotent(pg_db):
 
 
 def _apply(url: str, queue) -> None:
-    queue.put(apply_migrations(url, log=lambda _m: None).applied)
+    lines: list[str] = []
+    queue.put((apply_migrations(url, log=lines.append).applied, lines))
 
 
 def test_two_processes_at_once_apply_each_file_once(pg_db):
+    # Hold the migrations' lock while both start, so that both are certainly waiting on it at once.
+    files = sorted(p.name for p in SQL_DIR.glob("*.sql"))
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_apply, args=(pg_db, queue)) for _ in range(2)]
+    with psycopg.connect(pg_db, autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
+        for p in procs:
+            p.start()
+        waiting = "select count(*) from pg_locks where locktype = 'advisory' and not granted"
+        deadline = time.monotonic() + 60
+        while holder.execute(waiting).fetchone()[0] < 2:
+            assert time.monotonic() < deadline, "the two processes never waited on the lock"
+            time.sleep(0.05)
+        holder.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
+    results = [queue.get(timeout=60) for _ in procs]
     for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=10)
         assert p.exitcode == 0
-    applied = [queue.get(timeout=5) for _ in procs]
-    assert sorted(len(a) for a in applied) == [0, len(list(SQL_DIR.glob("*.sql")))]
+    assert sorted(applied for applied, _ in results) == [[], files]
+    assert all("migrations: another process is applying them; waiting for it" in lines for _, lines in results)
     with psycopg.connect(pg_db) as conn:
-        assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] == len(applied[0] or applied[1])
+        assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] == len(files)
 
 
 def test_a_broken_file_names_itself_and_keeps_what_was_applied(pg_db, tmp_path):
     for path in SQL_DIR.glob("*.sql"):
         (tmp_path / path.name).write_text(path.read_text())
-    (tmp_path / "20991231000000_broken.sql").write_text("create table oops (;")
+    broken = "-- a comment\ncreate table fine (x int);\ncreate table oops (;"
+    (tmp_path / "20991231000000_broken.sql").write_text(broken)
     with pytest.raises(MigrationError) as info:
         apply_migrations(pg_db, tmp_path, log=lambda _m: None)
-    assert "20991231000000_broken.sql" in str(info.value) and "syntax error" in str(info.value)
+    assert "20991231000000_broken.sql line 3: syntax error" in str(info.value)
     assert "pg-test-password" not in str(info.value)
     with psycopg.connect(pg_db) as conn:
         assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] == 2
+        assert conn.execute("select to_regclass('public.fine')").fetchone()[0] is None  # the file rolled back whole
+    assert pending_migrations(pg_db, tmp_path) == ["20991231000000_broken.sql"]
 
 
 def test_unreachable_database_is_a_migration_error_without_the_password():
     with pytest.raises(MigrationError) as info:
         apply_migrations("postgresql://u:hunter2@127.0.0.1:1/db", Path("/nonexistent"), log=lambda _m: None)
     assert "cannot connect" in str(info.value) and "hunter2" not in str(info.value)
+
+
+SUPABASE_LIKE = """
+create schema if not exists auth;
+create table auth.users (id uuid primary key);
+create table public.training_jobs (id uuid primary key, user_id uuid references auth.users (id) on delete cascade);
+-- the table as the platform made it before this image: the UI's columns, no unique key yet
+create table public.training_predictions (
+  id bigint generated always as identity primary key, job_id uuid not null, user_id uuid not null,
+  epoch double precision, step integer not null, sample_index integer not null, prompt text,
+  ground_truth text, prediction text, created_at timestamptz not null default now(), prompt_id text,
+  source_index integer, sample_source text, sample_source_id text, prompt_tokens integer,
+  completion_tokens integer, total_tokens integer, latency_ms double precision, max_new_tokens integer,
+  do_sample boolean, exact_match boolean, char_error_rate double precision, length_ratio double precision,
+  word_overlap double precision, validation_pass boolean, validation_errors jsonb, validation_kind text);
+"""
+
+
+def test_on_a_supabase_like_database_the_table_gains_its_columns_and_foreign_keys(pg_db):
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        conn.execute(SUPABASE_LIKE)
+    apply_migrations(pg_db, log=lambda _m: None)
+    before = schema(pg_db)
+    assert apply_migrations(pg_db, log=lambda _m: None).applied == []
+    assert schema(pg_db) == before
+    user, job = "11111111-1111-4111-8111-111111111111", "33333333-3333-4333-8333-333333333333"
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        columns = {r[0] for r in conn.execute("select column_name from information_schema.columns"
+                                              " where table_name = 'training_predictions'")}
+        assert columns == {"id", "created_at", *ROW_COLUMNS}
+        fkeys = {r[0] for r in conn.execute("select conname from pg_constraint where contype = 'f'"
+                                            " and conrelid = 'public.training_predictions'::regclass")}
+        assert fkeys == {"training_predictions_user_id_fkey", "training_predictions_job_id_fkey"}
+        conn.execute("insert into auth.users values (%s)", (user,))
+        conn.execute("insert into public.training_jobs values (%s, %s)", (job, user))
+        conn.execute("insert into public.training_predictions (job_id, user_id, step, sample_index)"
+                     " values (%s, %s, 1, 0)", (job, user))
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):  # no predictions for a job that is not there
+            conn.execute("insert into public.training_predictions (job_id, user_id, step, sample_index)"
+                         " values (gen_random_uuid(), %s, 1, 0)", (user,))
+        conn.execute("delete from auth.users")  # cascades: the user's jobs, and its predictions
+        assert conn.execute("select count(*) from public.training_predictions").fetchone()[0] == 0

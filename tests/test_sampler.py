@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from predictions.sampler import draw_samples, prompt_id
 
@@ -20,17 +23,43 @@ def test_same_seed_same_samples_different_seed_different():
     assert a != draw_samples(EXAMPLES, 10, seed=2, source="eval", source_id="eval.jsonl")
     assert [s.sample_index for s in a] == list(range(10))
     assert [s.source_index for s in a] == sorted(s.source_index for s in a)  # kept in file order
-    assert all(s.source_index == 2 * int(s.prompt.split()[1]) and s.sample_source == "eval" for s in a)
+    for s in a:
+        n = int(s.prompt.split()[1])
+        assert (s.source_index, s.ground_truth, s.prompt_id) == (2 * n, f"answer {n}", prompt_id(s.prompt))
+        assert (s.sample_source, s.sample_source_id) == ("eval", "eval.jsonl")
+
+
+def test_the_draw_neither_uses_nor_moves_the_global_random_state():
+    random.seed(0)
+    expected_next = random.random()
+    random.seed(0)
+    a = draw_samples(EXAMPLES, 5, seed=4, source="train", source_id="t")
+    assert random.random() == expected_next
+    random.seed(99)
+    assert draw_samples(EXAMPLES, 5, seed=4, source="train", source_id="t") == a
 
 
 def test_count_is_capped_by_the_data():
     assert len(draw_samples(EXAMPLES[:3], 10, seed=0, source="train", source_id="t")) == 3
+    assert draw_samples([], 10, seed=0, source="train", source_id="t") == []
+    everything = draw_samples(EXAMPLES, 1000, seed=0, source="samples", source_id="s")
+    assert [s.source_index for s in everything] == [e[0] for e in EXAMPLES]
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="sample_count must be at least 1"):
+        draw_samples(EXAMPLES, 0, seed=0, source="eval", source_id="e")
+    with pytest.raises(ValueError, match="one of eval, train, samples"):
+        draw_samples(EXAMPLES, 3, seed=0, source="validation", source_id="e")
 
 
 def test_prompt_id_is_stable_and_distinct():
     assert prompt_id("reverse: red cat") == prompt_id("reverse: red cat")
     assert prompt_id("reverse: red cat") != prompt_id("reverse: cat red")
-    assert len(prompt_id("x")) == 16
+    assert len(prompt_id("x")) == 16 and int(prompt_id("x"), 16) >= 0
+    # The sha256 of the UTF-8 text: a fixed value, the same in any language that reads the table.
+    assert prompt_id("") == "e3b0c44298fc1c14"
+    assert len(prompt_id("naïve 🤖 \ud800")) == 16  # a lone surrogate still hashes
 
 
 def test_same_draw_in_processes_with_different_hash_seeds():
@@ -42,4 +71,7 @@ def test_same_draw_in_processes_with_different_hash_seeds():
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
         outputs.add(out.stdout)
-    assert len(outputs) == 1 and len(json.loads(outputs.pop())) == 7
+    assert len(outputs) == 1
+    drawn = json.loads(outputs.pop())
+    assert drawn == [[s.source_index, s.prompt_id] for s in
+                     draw_samples([(i, f"p{i}", "a") for i in range(50)], 7, seed=3, source="eval", source_id="e")]

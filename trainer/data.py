@@ -40,11 +40,12 @@ def read_rows(path: str | Path) -> list[Any]:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
-    if stripped.startswith("["):
-        rows = json.loads(text)
-    elif stripped.startswith("{") and "\n" not in stripped.strip():
-        obj = json.loads(text)  # one object: a single row or a {"data": [...]} wrapper
-        rows = obj["data"] if isinstance(obj.get("data"), list) else [obj]
+    if stripped.startswith("[") or (stripped.startswith("{") and "\n" not in stripped.strip()):
+        try:
+            obj = json.loads(text)  # a list, or one object: a single row or a {"data": [...]} wrapper
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path.name}: not valid JSON at line {e.lineno} column {e.colno} ({e.msg})") from None
+        rows = obj if isinstance(obj, list) else obj["data"] if isinstance(obj.get("data"), list) else [obj]
     else:
         rows = []
         for lineno, line in enumerate(text.splitlines(), 1):

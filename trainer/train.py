@@ -17,8 +17,8 @@ from transformers.utils import logging as hf_logging
 
 from trainer import checkpoints
 from trainer.config import ConfigError, EXIT_CONFIG, JobConfig, load_config
-from trainer.data import Example, load_examples, split_holdout, tokenize
-from trainer.fetch import local_path
+from trainer.data import DataError, Example, load_examples, split_holdout, tokenize
+from trainer.fetch import DownloadError, local_path
 from trainer.model import load_model, load_tokenizer, resolve_precision, save_final
 
 #: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
@@ -114,9 +114,13 @@ def main() -> int:
     is_main = args.process_index == 0
     tokenizer = load_tokenizer(cfg)
     quiet = log if is_main else (lambda _m: None)  # one copy of each line, not one per rank
-    with args.main_process_first(local=True, desc="data"):  # one rank downloads, the others reuse
-        train, evaluation = load_data(cfg, tokenizer, quiet)
-        samples_file = local_path(cfg.predictions.samples_path, cfg.output_dir) if cfg.predictions.samples_path else None
+    try:
+        with args.main_process_first(local=True, desc="data"):  # one rank downloads, the others reuse
+            train, evaluation = load_data(cfg, tokenizer, quiet)
+            samples_file = local_path(cfg.predictions.samples_path, cfg.output_dir) if cfg.predictions.samples_path else None
+    except (DataError, DownloadError) as e:
+        log(f"data error: {e}")
+        return EXIT_CONFIG
     max_len = cfg.training.max_seq_length
     train_ds = [tokenize(e, tokenizer, max_len) for e in train]
     eval_ds = [tokenize(e, tokenizer, max_len) for e in evaluation] if evaluation else None

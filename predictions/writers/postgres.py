@@ -1,61 +1,94 @@
 """The direct Postgres writer (psycopg): for a self-hosted Postgres, and CI's end-to-end tests.
 
 Used when SUPABASE_DB_URL is set and SUPABASE_URL is not. Same contract as the Supabase writer:
-one insert per batch, duplicates on (job_id, step, sample_index) ignored, errors typed as
-transient (connection lost: retry later) or permanent (what to fix). Rows arrive sanitised.
+one insert per batch in one transaction, duplicates on (job_id, step, sample_index) ignored,
+errors typed as transient (connection lost: retry later) or permanent (the message says what to
+fix). Rows arrive sanitised (predictions/sanitize.py); this module does not check them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import psycopg
 from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from predictions.rows import ROW_COLUMNS
+from predictions.migrations import redact
+from predictions.rows import CONFLICT_KEY, ROW_COLUMNS
 from predictions.writers.base import PermanentWriteError, TransientWriteError
 
-TABLE = "training_predictions"
-FIX_TABLE = "table training_predictions not found: apply the migrations (set SUPABASE_DB_URL and restart)"
-FIX_PRIVILEGE = ("the database role may not insert into training_predictions: use a role with the grants of "
-                 "sql/ (the service role or the owner), or apply the migrations")
+T = TypeVar("T")
 
-_INSERT = sql.SQL("insert into public.{} ({}) values ({}) on conflict (job_id, step, sample_index) do nothing").format(
+TABLE = "training_predictions"
+FIX_TABLE = "table public.training_predictions not found: apply the migrations (set SUPABASE_DB_URL and restart)"
+FIX_PRIVILEGE = ("the database role may not insert into public.training_predictions: connect as a role with "
+                 "the grants of sql/ (the service role or the table's owner)")
+FIX_SCHEMA = "public.training_predictions does not match sql/: apply the migrations (set SUPABASE_DB_URL and restart)"
+
+_INSERT = sql.SQL("insert into public.{} ({}) values ({}) on conflict ({}) do nothing").format(
     sql.Identifier(TABLE),
     sql.SQL(", ").join(map(sql.Identifier, ROW_COLUMNS)),
     sql.SQL(", ").join(sql.Placeholder() * len(ROW_COLUMNS)),
+    sql.SQL(", ").join(map(sql.Identifier, CONFLICT_KEY)),
 )
 
 
 def _classify(e: psycopg.Error) -> Exception:
-    """Transient (connection-level) or permanent (privilege, schema, data), with the fix."""
-    state = getattr(e, "sqlstate", None) or ""
-    detail = (e.diag.message_primary if getattr(e, "diag", None) else None) or str(e).strip()
-    if isinstance(e, (errors.UndefinedTable,)) or state == "42P01":
+    """Transient (the connection, the server's state) or permanent (privilege, schema, data)."""
+    state = e.sqlstate or ""
+    detail = e.diag.message_primary or str(e).strip()
+    if state == "42P01":
         return PermanentWriteError(FIX_TABLE)
-    if isinstance(e, errors.InsufficientPrivilege) or state == "42501":
+    if state == "42501":
         return PermanentWriteError(f"{FIX_PRIVILEGE} ({detail})")
-    if isinstance(e, psycopg.OperationalError) or state.startswith(("08", "57P")):
+    # 42703 a column is missing, 42P10 no unique constraint for ON CONFLICT: an older table.
+    if state in ("42703", "42P10"):
+        return PermanentWriteError(f"{FIX_SCHEMA} ({detail})")
+    if state.startswith("23"):
+        return PermanentWriteError(f"a row breaks a constraint of training_predictions ({state}: {detail}); "
+                                   "the rows should match predictions/rows.py and the table sql/")
+    if state.startswith("22"):
+        return PermanentWriteError(f"a value does not fit its column ({state}: {detail}); "
+                                   "rows must be sanitised before the writer (predictions/sanitize.py)")
+    # OperationalError covers the connection (08*, no sqlstate at all when the connect fails) and
+    # the server's state (57P01 admin shutdown, 57P03 starting up, 57014 statement timeout).
+    if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)) or state.startswith(("08", "57")):
         return TransientWriteError(f"Postgres unreachable: {detail}")
     return PermanentWriteError(f"Postgres refused the rows ({state or type(e).__name__}): {detail}")
 
 
 class PostgresWriter:
-    """Writes rows with psycopg; (re)connects lazily, so a database that comes back is used again."""
+    """Writes rows with psycopg; (re)connects lazily, so a database that comes back is used again.
+
+    Transient failures are retried here, `max_attempts` in all with jittered backoff; the caller
+    (predictions/writers/background.py) runs this off the training thread.
+    """
 
     name = "postgres"
 
-    def __init__(self, db_url: str, *, connect_timeout_s: float = 10, max_attempts: int = 4, backoff_max_s: float = 8):
-        self._url, self._timeout = db_url, connect_timeout_s
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        connect_timeout_s: float = 10,
+        statement_timeout_s: float = 60,
+        max_attempts: int = 4,
+        backoff_max_s: float = 8,
+    ):
+        assert max_attempts >= 1
+        self._url = db_url
+        # libpq's connect_timeout is whole seconds and 0 means "wait forever": never round to 0.
+        self._connect_timeout = max(1, round(connect_timeout_s))
+        self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self._conn: psycopg.Connection | None = None
         # Transient failures only (a restart, a dropped connection), bounded: the round is in the
-        # spool anyway, and the writer runs off the training thread.
+        # spool anyway, and `python entrypoint.py replay` can send it later.
         self._retrying = Retrying(
             retry=retry_if_exception_type(TransientWriteError),
             stop=stop_after_attempt(max_attempts),
-            wait=wait_exponential_jitter(initial=0.5, max=backoff_max_s),
+            wait=wait_exponential_jitter(multiplier=0.5, max=backoff_max_s),
             reraise=True,
         )
 
@@ -64,33 +97,43 @@ class PostgresWriter:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self._url, connect_timeout=int(self._timeout))
+            # autocommit: each call opens its own transaction below, and nothing stays idle in one.
+            # prepare_threshold=None: Supabase's transaction pooler has no prepared statements.
+            self._conn = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=self._connect_timeout, prepare_threshold=None
+            )
         return self._conn
 
-    def _run(self, fn):
+    def _run(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        """`fn(conn)` in one transaction; psycopg errors become typed write errors, URL-free."""
         try:
             conn = self._connection()
             with conn.transaction():
+                # A lock or a stuck server must not hold the writer thread forever.
+                conn.execute(f"set local statement_timeout = {self._statement_timeout_ms}")
                 return fn(conn)
         except psycopg.Error as e:
             if self._conn is not None and (self._conn.broken or isinstance(e, psycopg.OperationalError)):
                 self._conn.close()
                 self._conn = None  # the next call reconnects
-            raise _classify(e) from None
+            typed = _classify(e)
+            raise type(typed)(redact(str(typed), self._url)) from None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
+        """Insert one batch in one transaction; rows already stored are left as they are."""
         if not rows:
             return
         params = [
             [Jsonb(row[c]) if c == "validation_errors" and row[c] is not None else row[c] for c in ROW_COLUMNS]
             for row in rows
         ]
+        # executemany pipelines the rows: one round trip for the batch, not one per row.
         self._retrying(self._run, lambda conn: conn.cursor().executemany(_INSERT, params))
 
     def preflight(self) -> None:
-        """The table is reachable and this role may insert into it."""
+        """Raise PermanentWriteError unless the table is reachable and this role may insert into it."""
 
-        def check(conn):
+        def check(conn: psycopg.Connection) -> None:
             if conn.execute("select to_regclass('public.training_predictions')").fetchone()[0] is None:
                 raise PermanentWriteError(FIX_TABLE)
             allowed = conn.execute(
@@ -102,6 +145,7 @@ class PostgresWriter:
         self._run(check)
 
     def close(self) -> None:
+        """Close the connection; a later write would open a new one."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None

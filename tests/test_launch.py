@@ -1,0 +1,49 @@
+"""The launch: argv without secrets, the children's exit code, signals forwarded."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e import QUICK_TRAINING, ROOT, _children, job_env, wait_for
+from trainer.launch import launch_command
+
+
+def test_launch_command_cpu_and_multi_process():
+    cmd, extra = launch_command(1, "no", "cpu")
+    assert "--cpu" in cmd and "--multi_gpu" not in cmd and extra == {}
+    cmd, extra = launch_command(2, "no", "cpu")
+    assert "--multi_gpu" in cmd and extra == {"ACCELERATE_USE_CPU": "true"}
+    cmd, extra = launch_command(4, "bf16", "cuda")
+    assert cmd[cmd.index("--mixed_precision") + 1] == "bf16" and extra == {}
+    assert cmd[-2:] == ["-m", "trainer.train"]  # the configuration travels in the environment only
+
+
+@pytest.mark.slow
+def test_sigterm_is_forwarded_and_the_pod_stops_cleanly(tmp_path):
+    out = tmp_path / "out"
+    env = job_env(out, TRAINING_CONFIG={**QUICK_TRAINING, "max_steps": 100000, "save_strategy": "no"},
+                  PREDICTIONS_CONFIG={"enabled": False})
+    proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("{'loss'"):  # training is under way
+            break
+    children = _children(proc.pid)
+    assert children
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "got SIGTERM; stopping the training processes" in rest
+    assert wait_for(lambda: not any(_alive(pid) for pid in children), timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
