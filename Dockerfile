@@ -9,9 +9,13 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HOME=/workspace/hf \
     OUTPUT_DIR=/workspace/outputs
 
+# tini as PID 1 reaps orphaned processes and passes SIGTERM on to the entrypoint, which forwards
+# it to every training process.
+RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY requirements.txt .
-RUN pip install -r requirements.txt && python -c "import torch; assert torch.cuda.is_available() or True"
+RUN pip install -r requirements.txt
 COPY entrypoint.py ./
 COPY trainer/ trainer/
 COPY predictions/ predictions/
@@ -20,5 +24,5 @@ COPY sql/ sql/
 # /workspace is the RunPod volume: the Hub cache, downloads, checkpoints and predictions survive
 # a pod restart there, which is what resuming needs.
 VOLUME ["/workspace"]
-ENTRYPOINT ["python", "/app/entrypoint.py"]
+ENTRYPOINT ["/usr/bin/tini", "--", "python", "/app/entrypoint.py"]
 CMD ["run"]

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from typing import Callable
 
 import torch
@@ -94,15 +95,24 @@ def _processes(cmd: list[str]) -> int:
     return int(cmd[cmd.index("--num_processes") + 1])
 
 
-def _reap(child: subprocess.Popen) -> None:
-    """Nothing of the group outlives the entrypoint: SIGKILL stragglers after the grace period."""
+def _group_alive(pgid: int) -> bool:
     try:
-        os.killpg(child.pid, 0)
+        os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _reap(child: subprocess.Popen) -> None:
+    """Nothing of the group outlives the entrypoint: SIGTERM what is left (a rank that did not
+    follow its launcher), SIGKILL it after the grace period."""
+    if not _group_alive(child.pid):
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the group may end between the check and here
         os.killpg(child.pid, signal.SIGTERM)
-        child.wait(timeout=GRACE_S)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):  # the group ended meanwhile: nothing to kill
+    deadline = time.monotonic() + GRACE_S
+    while _group_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group_alive(child.pid):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
