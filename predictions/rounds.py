@@ -50,12 +50,14 @@ class PredictionRounds:
         local,
         remote=None,
         json_schema: dict[str, Any] | None = None,
+        expected_rounds: int | None = None,
         log: Callable[[str], None] = print,
     ):
         assert samples, "a prediction round needs at least one sample"
         self.samples, self.tokenizer, self.settings = samples, tokenizer, settings
         self.job_id, self.user_id = job_id, user_id
         self.local, self.remote, self.json_schema, self.log = local, remote, json_schema, log
+        self.expected_rounds = expected_rounds
         self.results: list[RoundResult] = []
 
     @property
@@ -83,6 +85,9 @@ class PredictionRounds:
             scores = " ".join(f"{k}={v:.3f}" for k, v in means.items())
             self.log(f"predictions: round {number} step {step} epoch {epoch:.2f}: {len(rows)} samples "
                      f"in {result.seconds:.1f}s; {scores}")
+            if number == 1 and self.expected_rounds:
+                self.log(f"predictions: projected cost: {self.expected_rounds} rounds × {result.seconds:.1f}s ≈ "
+                         f"{self.expected_rounds * result.seconds:.0f}s of generation in all")
         self.results.append(result)
         return result
 

@@ -29,6 +29,7 @@ def test_demo_learns_and_its_predictions_show_it(tmp_path):
     assert "predictions storage: kept locally only — SUPABASE_URL is not set" in out
     assert "24 samples from the evaluation data, at each epoch end, plus a baseline round before training; 9 rounds expected" in out
     assert out.index("migrations: skipped") < out.index("data: train.jsonl")
+    assert "predictions: projected cost: 9 rounds × " in out
 
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     by_step: dict[int, list[dict]] = defaultdict(list)

@@ -16,7 +16,7 @@ from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from trainer import checkpoints
-from trainer.config import ConfigError, EXIT_CONFIG, JobConfig, load_config
+from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
 from trainer.data import DataError, Example, load_examples, split_holdout, tokenize
 from trainer.fetch import DownloadError, local_path
 from trainer.model import load_model, load_tokenizer, resolve_precision, save_final
@@ -147,6 +147,7 @@ def main() -> int:
                 samples, tokenizer, cfg.predictions, job_id=cfg.job_id, user_id=cfg.user_id,
                 local=LocalJsonlWriter(cfg.predictions_path), remote=remote,
                 json_schema=cfg.json_schema, log=log,
+                expected_rounds=expected_rounds(cfg, len(train), args.world_size),
             )
         else:
             done_steps = set()
