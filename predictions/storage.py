@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from predictions.writers.base import PredictionWriter, WriteError
 from trainer.config import EXIT_CONFIG, EXIT_PREFLIGHT, JobConfig
@@ -22,24 +22,6 @@ class DatabaseRefused(Exception):
 
 class MigrationFailed(Exception):
     """A migration did not apply; the message names the file."""
-
-
-class SanitizingWriter:
-    """Sanitises rows (NUL, lone surrogates, text caps, NaN) before an inner writer that does not."""
-
-    def __init__(self, inner, max_text_chars: int):
-        self.inner, self.max_text_chars, self.name = inner, max_text_chars, inner.name
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        from predictions.sanitize import sanitize_row
-
-        self.inner.write([sanitize_row(r, max_text_chars=self.max_text_chars) for r in rows])
-
-    def preflight(self) -> None:
-        self.inner.preflight()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def make_writer(cfg: JobConfig) -> PredictionWriter:
@@ -58,7 +40,7 @@ def make_writer(cfg: JobConfig) -> PredictionWriter:
     if cfg.storage == "postgres":
         from predictions.writers.postgres import PostgresWriter
 
-        return SanitizingWriter(PostgresWriter(cfg.secrets.supabase_db_url.get_secret_value()), p.max_text_chars)
+        return PostgresWriter(cfg.secrets.supabase_db_url.get_secret_value(), max_text_chars=p.max_text_chars)
     raise ValueError(f"no database writer in {cfg.storage!r} mode")
 
 

@@ -131,15 +131,13 @@ def test_a_row_the_table_refuses_is_permanent_and_names_the_fix(migrated_db):
 
 
 def test_bad_rows_are_stored_sanitised_or_truncated_never_a_failed_round(migrated_db):
-    from predictions.storage import SanitizingWriter
-
     bad = rows(7, n=4)
     bad[0]["prediction"] = "a\x00b"  # Postgres text cannot hold NUL
     bad[1]["prompt"] = "lone \ud800 surrogate"
     bad[2]["prediction"] = "x" * 1_000_000  # a 1 MB completion
     bad[3]["char_error_rate"] = float("nan")
     bad[3]["length_ratio"] = float("inf")
-    writer = SanitizingWriter(PostgresWriter(migrated_db), max_text_chars=100_000)
+    writer = PostgresWriter(migrated_db, max_text_chars=100_000)
     writer.write(bad)
     writer.close()
     with psycopg.connect(migrated_db) as conn:

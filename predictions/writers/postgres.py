@@ -3,7 +3,7 @@
 Used when SUPABASE_DB_URL is set and SUPABASE_URL is not. Same contract as the Supabase writer:
 one insert per batch in one transaction, duplicates on (job_id, step, sample_index) ignored,
 errors typed as transient (connection lost: retry later) or permanent (the message says what to
-fix). Rows arrive sanitised (predictions/sanitize.py); this module does not check them.
+fix). Rows are sanitised here, as the Supabase writer does (predictions/sanitize.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from predictions.migrations import redact
 from predictions.rows import CONFLICT_KEY, ROW_COLUMNS
+from predictions.sanitize import sanitize_row
 from predictions.writers.base import PermanentWriteError, TransientWriteError
 
 T = TypeVar("T")
@@ -51,7 +52,7 @@ def _classify(e: psycopg.Error) -> Exception:
                                    "the rows should match predictions/rows.py and the table sql/")
     if state.startswith("22"):
         return PermanentWriteError(f"a value does not fit its column ({state}: {detail}); "
-                                   "rows must be sanitised before the writer (predictions/sanitize.py)")
+                                   "rows must match predictions/rows.py; text and floats are sanitised (predictions/sanitize.py)")
     # OperationalError covers the connection (08*, no sqlstate at all when the connect fails) and
     # the server's state (57P01 admin shutdown, 57P03 starting up, 57014 statement timeout).
     if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)) or state.startswith(("08", "57")):
@@ -76,9 +77,11 @@ class PostgresWriter:
         statement_timeout_s: float = 60,
         max_attempts: int = 4,
         backoff_max_s: float = 8,
+        max_text_chars: int = 100_000,
     ):
-        assert max_attempts >= 1
+        assert max_attempts >= 1 and max_text_chars > 0
         self._url = db_url
+        self.max_text_chars = max_text_chars
         # libpq's connect_timeout is whole seconds and 0 means "wait forever": never round to 0.
         self._connect_timeout = max(1, round(connect_timeout_s))
         self._statement_timeout_ms = int(statement_timeout_s * 1000)
@@ -120,12 +123,13 @@ class PostgresWriter:
             raise type(typed)(redact(str(typed), self._url)) from None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        """Insert one batch in one transaction; rows already stored are left as they are."""
+        """Sanitise, insert one batch in one transaction; rows already stored are left as they are."""
         if not rows:
             return
+        clean = [sanitize_row(r, max_text_chars=self.max_text_chars) for r in rows]
         params = [
             [Jsonb(row[c]) if c == "validation_errors" and row[c] is not None else row[c] for c in ROW_COLUMNS]
-            for row in rows
+            for row in clean
         ]
         # executemany pipelines the rows: one round trip for the batch, not one per row.
         self._retrying(self._run, lambda conn: conn.cursor().executemany(_INSERT, params))
