@@ -15,7 +15,7 @@ from predictions.rows import CONFLICT_KEY, ROW_COLUMNS
 from predictions.writers.base import PredictionWriter
 
 
-def _read_spool(spool_path: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
+def read_spool(spool_path: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
     """The spool's rows in order; a line that is not a JSON row is skipped with a log line.
 
     A process killed mid-write leaves a torn last line (the local writer appends whole rounds,
@@ -63,7 +63,7 @@ def replay_spool(
     assert batch_rows > 0
     sent = 0
     batch: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in _read_spool(Path(spool_path), log):
+    for row in read_spool(Path(spool_path), log):
         batch.setdefault(tuple(row.get(k) for k in CONFLICT_KEY), row)
         if len(batch) >= batch_rows:
             writer.write(list(batch.values()))

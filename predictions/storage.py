@@ -7,7 +7,6 @@ objects. Secrets are read from `cfg.secrets` at the last moment and handed to th
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -104,21 +103,19 @@ def finish_delivery(cfg: JobConfig, remote, *, log: Callable[[str], None] = prin
     return stats, True
 
 
-def previously_written_steps(cfg: JobConfig, sample_count: int, remote=None, *, log=print) -> set[int]:
+def previously_written_steps(cfg: JobConfig, sample_count: int, *, log=print) -> set[int]:
     """Steps whose whole round is already in this job's spool (an earlier attempt of the pod):
     the callback skips them, so a restart never predicts a step twice."""
     spool = cfg.predictions_path
     if not spool.exists():
         return set()
+    from predictions.replay import read_spool
+
     seen: dict[int, set[int]] = defaultdict(set)
-    with spool.open(encoding="utf-8", errors="surrogatepass") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line: that round was not complete, so it runs again
-            if row.get("job_id") == cfg.job_id:
-                seen[row["step"]].add(row["sample_index"])
+    # A torn last line is skipped quietly: that round was not complete, so it runs again.
+    for row in read_spool(spool, log=lambda _line: None):
+        if row.get("job_id") == cfg.job_id:
+            seen[row["step"]].add(row["sample_index"])
     done = {step for step, idx in seen.items() if len(idx) >= sample_count}
     if done:
         log(f"restart: {len(done)} rounds already in {spool.name} (steps {min(done)}–{max(done)}); not repeated")

@@ -142,7 +142,7 @@ def main() -> int:
             from predictions.storage import open_remote_writer, previously_written_steps
 
             remote = open_remote_writer(cfg, log=log)
-            done_steps = previously_written_steps(cfg, len(samples), remote, log=log)
+            done_steps = previously_written_steps(cfg, len(samples), log=log)
             rounds = PredictionRounds(
                 samples, tokenizer, cfg.predictions, job_id=cfg.job_id, user_id=cfg.user_id,
                 local=LocalJsonlWriter(cfg.predictions_path), remote=remote,
