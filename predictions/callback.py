@@ -31,7 +31,8 @@ class PredictionsCallback(TrainerCallback):
         done_steps: set[int] | None = None,
     ):
         """`run_round(model, step=, epoch=)` does the work and never raises (PredictionRounds.run).
-        `done_steps`: steps already predicted by an earlier attempt of this job (a restart)."""
+        `done_steps`: steps already predicted by an earlier attempt of this job (a restart); the
+        same set on every rank, since a skipped round skips its barrier too."""
         if frequency not in ("eval", "epoch", "steps"):
             raise ValueError(f'frequency must be "eval", "epoch" or "steps", got {frequency!r}')
         if frequency == "steps" and not (step_interval and step_interval > 0):

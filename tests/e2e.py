@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from trainer.config import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +33,16 @@ def job_env(output_dir: Path, **values) -> dict[str, str]:
 
 
 def run_entrypoint(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "entrypoint.py", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    """Run the entrypoint to its end; past `timeout` (a hang) kill it and its training processes."""
+    proc = subprocess.Popen([sys.executable, "entrypoint.py", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree_hard(proc)  # the training processes run in their own session: not killed with it
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the entrypoint did not finish within {timeout:g}s; its last output:\n{(stdout + stderr)[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def spool_rows(output_dir: Path) -> list[dict]:

@@ -63,3 +63,28 @@ def test_every_visible_gpu_trains_and_the_main_process_alone_writes(tmp_path):
     assert f"processes: {torch.cuda.device_count()} on cuda" in log
     keys = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
     assert set(keys.values()) == {1} and len(keys) == 9 * 6
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_restarted_skip_the_same_rounds_together(tmp_path):
+    """The main process knows from the spool which steps were predicted before the restart; every
+    rank must skip the same rounds (and their barriers), or their collectives fall out of step."""
+    import shutil
+
+    from trainer.checkpoints import MARKER
+
+    out = tmp_path / "out"
+    env = job_env(out, NUM_PROCESSES="2", TRAINING_CONFIG={**QUICK_TRAINING, "save_steps": 20},
+                  PREDICTIONS_CONFIG={**PREDICT_EVERY_5, "baseline": False})
+    first = run_entrypoint(env)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    (out / "checkpoint-40" / MARKER).unlink()  # torn: the restart resumes from checkpoint-20
+    shutil.rmtree(out / "final")
+    before = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
+
+    again = run_entrypoint(env, timeout=300)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-4000:]
+    assert "resume: from checkpoint-20" in log and "restart: 8 rounds already in predictions.jsonl" in log
+    assert Counter((r["step"], r["sample_index"]) for r in spool_rows(out)) == before  # nothing twice

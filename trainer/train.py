@@ -96,9 +96,22 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
     return draw_samples(triples, p.sample_count, seed=p.seed, source=source, source_id=name)
 
 
+def _several_ranks() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _several_ranks():
         dist.barrier()
+
+
+def _from_main(value):
+    """The main process's `value`, on every rank."""
+    if not _several_ranks():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def main() -> int:
@@ -149,8 +162,9 @@ def main() -> int:
                 json_schema=cfg.json_schema, log=log,
                 expected_rounds=expected_rounds(cfg, len(train), args.world_size),
             )
-        else:
-            done_steps = set()
+        # Only the main process reads the spool, but every rank skips the same rounds (and their
+        # barriers): a rank that waits at a barrier the main process skips hangs the job.
+        done_steps = _from_main(done_steps)
         callbacks.append(PredictionsCallback(
             rounds.run if rounds else (lambda *a, **k: None),
             frequency=cfg.predictions.sample_frequency,
