@@ -55,8 +55,6 @@ def read_rows(path: str | Path) -> list[Any]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise DataError(f"{path.name}: line {lineno} is not valid JSON ({e.msg})") from None
-    if not isinstance(rows, list):
-        raise DataError(f"{path.name}: expected a list of rows")
     return rows
 
 
@@ -135,12 +133,16 @@ def tokenize(example: Example, tokenizer, max_length: int) -> dict[str, list[int
     }
 
 
+def holdout_size(rows: int, fraction: float) -> int:
+    """How many of `rows` split_holdout holds out: at least one, and at least one left to train on."""
+    return min(max(1, round(rows * fraction)), rows - 1)
+
+
 def split_holdout(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """(train, held-out) with a fixed seed; at least one row on each side."""
     import random
 
     idx = list(range(len(examples)))
     random.Random(seed).shuffle(idx)
-    n = min(max(1, round(len(examples) * fraction)), len(examples) - 1)
-    held = set(idx[:n])
+    held = set(idx[:holdout_size(len(examples), fraction)])
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]

@@ -109,7 +109,8 @@ def save_final(model, tokenizer, output_dir, training: TrainingConfig, *, log: C
     if training.finetuning != "full" and training.merge_adapter:
         merged_dir = output_dir / "final-merged"
         if training.finetuning == "qlora":
-            log("merge_adapter: merging into 4-bit weights loses precision; merged model saved dequantized by peft")
+            log("merge_adapter: peft merges into the 4-bit weights and quantizes them again (rounding errors); "
+                "the merged model stays 4-bit. For a 16-bit merge, load the base model in 16-bit and merge the adapter")
         merged = model.merge_and_unload()
         merged.save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from predictions.keys import key_role
 from trainer.config import VARIABLES, JobConfig, expected_rounds
+from trainer.data import holdout_size
 from trainer.fetch import is_url, public_name
 
 SHOW_CHARS = 70  # longer values are cut in the table: the JSON variables can be long
@@ -82,7 +83,7 @@ def decisions(cfg: JobConfig, processes: int, device: str, precision: str) -> li
         return lines
     rows = count_rows(cfg.dataset_path)
     if rows is not None and cfg.eval_dataset_path is None and cfg.training.eval_split > 0:
-        rows = rows - max(1, round(rows * cfg.training.eval_split))
+        rows -= holdout_size(rows, cfg.training.eval_split)
     n = expected_rounds(cfg, rows, processes)
     when = {"eval": f"after each evaluation ({cfg.training.eval_strategy})", "epoch": "at each epoch end",
             "steps": f"every {p.step_interval} steps"}[p.sample_frequency]
@@ -95,9 +96,9 @@ def decisions(cfg: JobConfig, processes: int, device: str, precision: str) -> li
                  + (f", validators: {p.validators.model_dump(exclude_defaults=True)}" if p.validators.json_parse
                     or p.validators.json_schema_path else ""))
     if n:
-        passes = n * math.ceil(p.sample_count / p.batch_size) * p.max_new_tokens
-        lines.append(f"prediction cost: at most {passes:,} decoding steps in all ({n} rounds × "
-                     f"{math.ceil(p.sample_count / p.batch_size)} batches × {p.max_new_tokens} tokens); the first "
+        batches = math.ceil(p.sample_count / p.batch_size)
+        lines.append(f"prediction cost: at most {n * batches * p.max_new_tokens:,} decoding steps in all ({n} rounds × "
+                     f"{batches} batches × {p.max_new_tokens} tokens); the first "
                      "round's measured time gives the projected total in seconds")
     return lines
 
