@@ -212,13 +212,14 @@ def _regressions(sample: SampleHistory, steps: list[int], threshold: float) -> N
             if sample.first_right is None:
                 sample.first_right = step
             right_at = step
-        elif em == 0.0 and right_at is not None:
+        lost = em == 0.0 and right_at is not None
+        if lost:
             sample.regressions.append(Regression("lost", right_at, step, "was exactly right, is not"))
             right_at = None
         if cer is None:
             continue
         if best_cer is not None and cer - best_cer[0] > threshold:
-            if not cer_dropped:
+            if not cer_dropped and not lost:  # one fall, one flag: "lost" says it already
                 sample.regressions.append(Regression(
                     "cer", best_cer[1], step, f"char error rate {best_cer[0]:.2f} → {cer:.2f}"))
             cer_dropped = True
