@@ -78,7 +78,7 @@ class SqlCatalog:
     def rows(self, job_id: str, user_id: str | None) -> tuple[list[dict[str, Any]], int]:
         """(the job's rows as the owner sees them: step, created_at; rows of the job under another owner)."""
         found = self.conn.execute(f"select step, sample_index, created_at, user_id::text from public.{TABLE} "
-                                  "where job_id::text = %s", (job_id,)).fetchall()
+                                  "where job_id = %s", (job_id,)).fetchall()
         mine = [{"step": s, "sample_index": i, "created_at": t} for s, i, t, u in found if user_id in (None, u)]
         return mine, len(found) - len(mine)
 
@@ -106,6 +106,8 @@ def _storage(d: Diagnosis, cfg) -> None:
 
 
 def _key_role(d: Diagnosis, cfg, sql: SqlCatalog | None) -> bool:
+    """The Supabase key's role (read from the key), or the Postgres login's; False when the key
+    is one the API would show a different database to (anon), so checking on through it misleads."""
     from predictions.keys import key_role
 
     if cfg.storage == "supabase":
@@ -177,7 +179,7 @@ def _owner_sees(sql: SqlCatalog, job_id: str, user_id: str | None) -> tuple[int,
     if user_id is None or sql.one("select 1 from pg_roles where rolname = 'authenticated'") is None:
         return None
     conn = sql.conn
-    theirs = conn.execute(f"select count(*) from public.{TABLE} where job_id::text = %s and user_id::text = %s",
+    theirs = conn.execute(f"select count(*) from public.{TABLE} where job_id = %s and user_id = %s",
                           (job_id, user_id)).fetchone()[0]
     with conn.transaction(force_rollback=True):  # the role switch ends with the transaction
         try:
@@ -189,7 +191,7 @@ def _owner_sees(sql: SqlCatalog, job_id: str, user_id: str | None) -> tuple[int,
             conn.execute("set local role authenticated")
             claims = json.dumps({"sub": user_id, "role": "authenticated"})
             conn.execute("select set_config('request.jwt.claims', %s, true)", (claims,))
-            seen = conn.execute(f"select count(*) from public.{TABLE} where job_id::text = %s", (job_id,)).fetchone()[0]
+            seen = conn.execute(f"select count(*) from public.{TABLE} where job_id = %s", (job_id,)).fetchone()[0]
     except psycopg.errors.InsufficientPrivilege:
         return 0, theirs  # no select grant: the owner reads nothing
     return seen, theirs

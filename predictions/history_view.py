@@ -225,7 +225,9 @@ def render_html(history: History) -> str:
         changes, hidden = _changes(history, s)
         opened = s.regressed and open_left > 0
         open_left -= opened
-        samples.append({"s": s, "changes": changes, "hidden": hidden, "open": opened,
+        last = s.rows[max(s.rows)] if s.rows else None
+        samples.append({"s": s, "changes": changes, "hidden": hidden, "open": opened, "last": last,
+                        "baseline": s.rows.get(0) if history.baseline_step == 0 else None,
                         "prompt": s.prompt[-MAX_HTML_CHARS:], "truth": (s.ground_truth or "")[:MAX_HTML_CHARS]})
     return env.get_template("report.html.j2").render(
         h=history, summary=summary_line(history), chart=_chart(history), samples=samples,

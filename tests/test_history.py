@@ -130,3 +130,28 @@ def test_a_large_job_stays_a_few_megabytes():
     page = render_html(build_history(rows, job_id=JOB))
     assert len(page.encode()) < 6_000_000
     assert "other changes not shown" in page
+
+
+def test_the_report_command_on_a_spool_with_a_failed_round_and_a_torn_line(tmp_path):
+    from tests.e2e import job_env, run_entrypoint
+
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [{**r, "job_id": "local"} for r in scenario() if r["step"] != 20]
+    write_spool(out / "predictions.jsonl", rows, torn='{"job_id": "local", "step": 40, "sample_ind')
+    (out / "prediction_rounds.jsonl").write_text(json.dumps(
+        {"job_id": "local", "step": 20, "epoch": 0, "epoch_progress": 0.2, "status": "failed", "samples": 3,
+         "failed_samples": 3, "seconds": 0.4, "generated_tokens": 0, "tokens_per_s": 0.0,
+         "error": "RuntimeError: boom", "time": "2026-11-30T21:00:00Z"}) + "\n")
+    proc = run_entrypoint({**job_env(out), "COLUMNS": "80"}, "report", "--html", str(tmp_path / "r.html"), timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "skipped the torn last line 10" in proc.stdout
+    assert "failed round at step 20: RuntimeError: boom" in proc.stdout
+    flat = " ".join(proc.stdout.split())  # the summary line may wrap at 80 columns
+    assert "3 rounds, 1 failed; 3 samples: 1 right at the last round, 2 ever right, 2 regressed" in flat
+    page = (tmp_path / "r.html").read_text()
+    assert "FAILED: RuntimeError: boom" in page and 'class="failed-round"' in page
+    assert "baseline (step 0)" in page
+
+    empty = run_entrypoint(job_env(tmp_path / "nothing"), "report", timeout=120)
+    assert empty.returncode == 66 and "no predictions for job local" in empty.stdout
