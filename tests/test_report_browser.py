@@ -127,3 +127,24 @@ def test_the_report_in_chromium(browser, tmp_path):
     png.write_bytes(base64.b64decode(shot["data"]))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
     assert browser.errors() == []
+
+
+def test_a_large_report_is_paged(browser, tmp_path):
+    from tests.test_history import new_row
+
+    rows = [new_row(step, i, "a b" if (step == 10 and i % 2) else "b", "a b")
+            for step in (0, 10, 20) for i in range(120)]  # the odd samples: right at 10, lost at 20
+    page = write_html(build_history(rows, job_id=JOB), tmp_path / "large.html")
+    for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
+        browser.call(domain)
+    browser.call("Page.navigate", url=page.as_uri())
+    browser.wait_event("Page.loadEventFired")
+    shown = "Array.from(document.querySelectorAll('section.sample')).filter(s => !s.hidden).map(s => s.id)"
+    assert browser.js(shown) == [f"sample-{i}" for i in range(50)]
+    assert browser.js("document.getElementById('page-label').textContent") == "page 1 of 3 (120 samples)"
+    browser.js("document.getElementById('next').click()")
+    assert browser.js(shown) == [f"sample-{i}" for i in range(50, 100)]
+    browser.js("document.querySelector('button[data-filter=regressed]').click()")  # back to page 1 of 60
+    assert browser.js(shown) == [f"sample-{i}" for i in range(1, 100, 2)]
+    assert browser.js("document.querySelectorAll('details[open]').length") == 20  # the first regressed, expanded
+    assert browser.errors() == []
