@@ -108,6 +108,7 @@ class RoundFigures:
     means: dict[str, float]  # exact_match, char_error_rate, word_overlap, length_ratio (non-null values)
     validation_pass_rate: float | None
     failed_samples: int
+    extra: dict[str, float] = field(default_factory=dict)  # means of the rows' `metrics` (extra scores)
     status: str = "ok"  # "ok" | "failed"
     error: str | None = None
 
@@ -171,6 +172,9 @@ def _round_figures(step: int, rows: list[dict[str, Any]], logged: dict[str, Any]
     the round, else from the rows: latency_ms is the batch time shared among its samples, so a
     round's latencies add up to its generation time."""
     means = {name: m for name in SCORES if (m := _mean(r[name] for r in rows)) is not None}
+    names = sorted({k for r in rows if isinstance(r.get("metrics"), dict) for k in r["metrics"]})
+    extra = {k: m for k in names if (m := _mean(_float(r["metrics"].get(k)) for r in rows
+                                                if isinstance(r.get("metrics"), dict))) is not None}
     validated = [r["validation_pass"] for r in rows if r.get("validation_pass") is not None]
     tokens = sum(r["completion_tokens"] or 0 for r in rows)
     latencies = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
@@ -182,7 +186,7 @@ def _round_figures(step: int, rows: list[dict[str, Any]], logged: dict[str, Any]
     first = rows[0]
     return RoundFigures(
         step=step, epoch=first["epoch"], epoch_progress=first["epoch_progress"], samples=len(rows),
-        seconds=seconds, tokens_per_s=tokens_per_s, means=means,
+        seconds=seconds, tokens_per_s=tokens_per_s, means=means, extra=extra,
         validation_pass_rate=sum(bool(v) for v in validated) / len(validated) if validated else None,
         failed_samples=sum(1 for r in rows if r.get("generation_error")),
     )

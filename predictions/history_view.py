@@ -231,6 +231,7 @@ def render_html(history: History) -> str:
                         "prompt": s.prompt[-MAX_HTML_CHARS:], "truth": (s.ground_truth or "")[:MAX_HTML_CHARS]})
     return env.get_template("report.html.j2").render(
         h=history, summary=summary_line(history), chart=_chart(history), samples=samples,
+        extra=sorted({k for r in history.rounds for k in r.extra}),
         page_size=PAGE_SAMPLES, created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
 

@@ -117,6 +117,7 @@ def test_the_html_is_one_file_with_chart_filters_and_diffs():
     assert "data-filter=\"regressed\"" in page and "data-filter=\"never\"" in page
     assert page.count('data-regressed="1"') == 2 and page.count('<span class="badge regressed">') == 2
     assert "<ins>" in page and "<del>" in page  # character-level differences between rounds
+    assert "<th>word_f1</th>" in page and "<td>0.667</td>" in page  # the extra metrics' means
     for remote in ("http://", "https://", "<link", "src="):  # nothing fetched from the network
         assert remote not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
