@@ -170,12 +170,14 @@ def _mean(values: Iterable[float | None]) -> float | None:
 def _round_figures(step: int, rows: list[dict[str, Any]], logged: dict[str, Any] | None) -> RoundFigures:
     """Figures of one round from its rows; seconds and tokens/s from the rounds log when it has
     the round, else from the rows: latency_ms is the batch time shared among its samples, so a
-    round's latencies add up to its generation time."""
-    means = {name: m for name in SCORES if (m := _mean(r[name] for r in rows)) is not None}
-    names = sorted({k for r in rows if isinstance(r.get("metrics"), dict) for k in r["metrics"]})
-    extra = {k: m for k in names if (m := _mean(_float(r["metrics"].get(k)) for r in rows
+    round's latencies add up to its generation time. A sample that failed to generate (its
+    generation_error set, its prediction '') has no answer to score: it is counted, not averaged."""
+    answered = [r for r in rows if not r.get("generation_error")]
+    means = {name: m for name in SCORES if (m := _mean(r[name] for r in answered)) is not None}
+    names = sorted({k for r in answered if isinstance(r.get("metrics"), dict) for k in r["metrics"]})
+    extra = {k: m for k in names if (m := _mean(_float(r["metrics"].get(k)) for r in answered
                                                 if isinstance(r.get("metrics"), dict))) is not None}
-    validated = [r["validation_pass"] for r in rows if r.get("validation_pass") is not None]
+    validated = [r["validation_pass"] for r in answered if r.get("validation_pass") is not None]
     tokens = sum(r["completion_tokens"] or 0 for r in rows)
     latencies = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
     seconds = sum(latencies) / 1000 if latencies else None

@@ -90,6 +90,16 @@ def test_the_rounds_log_gives_time_tokens_and_the_failed_round(tmp_path):
     assert "FAILED" in text and "failed round at step 20: OutOfMemoryError" in text
 
 
+def test_a_sample_that_failed_to_generate_is_counted_not_scored():
+    rows = scenario()
+    rows.append(new_row(30, 3, "", "h i", error="RuntimeError: NaN logits"))
+    h = build_history(rows, job_id=JOB)
+    last = h.rounds[-1]
+    assert last.samples == 4 and last.failed_samples == 1
+    assert last.means["exact_match"] == pytest.approx(1 / 3)  # samples 0..2 only
+    assert not h.samples[3].regressed and not h.samples[3].ever_right
+
+
 def test_old_rows_are_read_in_the_new_shape():
     old = {"job_id": JOB, "epoch": 1.75, "step": 70, "sample_index": 0, "prediction": None, "exact_match": True,
            "char_error_rate": float("nan"), "latency_ms": 12.6, "completion_tokens": 3}
