@@ -10,8 +10,9 @@
                                     [--job ID]; exit 0 only when every check passes
 
 Exit codes: 0 done; 78 bad configuration; 77 the database refused (preflight); 76 a migration
-failed; otherwise the training processes' own code. Everything here runs once, in the parent,
-before any model or dataset is loaded.
+failed; otherwise the training processes' own code. `report`: 66 no predictions for the job, 69
+the database could not be read; `diagnose`: 1 when a check did not pass. Everything here runs
+once, in the parent, before any model or dataset is loaded.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 from rich.console import Console
 from rich.table import Table
 
-from predictions.history import History, RoundFigures, SampleHistory
+from predictions.history import History, SampleHistory
 
 TEMPLATES = Path(__file__).parent / "templates"
 CUT = "…"

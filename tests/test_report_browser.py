@@ -20,8 +20,8 @@ from predictions.history_view import write_html
 from tests.test_history import JOB, scenario
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium; "
-                                "scripts/setup.sh --with-postgres installs it)")
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium binary (apt-get install chromium; scripts/setup.sh --with-postgres installs it)")]
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
