@@ -272,12 +272,26 @@ def run_checks(job_id: str | None = None, *, log: Callable[[str], None] = print,
     job = job_id or cfg.job_id
     _storage(d, cfg)
     if cfg.storage == "local":
+        _spool_only(d, cfg, job)
         return d
     if cfg.secrets.supabase_db_url is not None:
         _with_sql(d, cfg, job)
     else:
         _with_rest(d, cfg, job, http_client)
     return d
+
+
+def _spool_only(d: Diagnosis, cfg, job: str) -> None:
+    """Local mode: what the spool holds (the rows a database mode would have stored)."""
+    from predictions.history import spool_rows
+
+    steps = Counter(r["step"] for r in spool_rows(cfg.predictions_path, job, log=lambda _m: None))
+    if steps:
+        d.add("local spool", "pass", f"{len(steps)} rounds, {sum(steps.values())} rows of job {job} in "
+              f"{cfg.predictions_path} (steps {min(steps)}–{max(steps)}); `python entrypoint.py report` shows them")
+    else:
+        d.add("local spool", "warn", f"no rows of job {job} in {cfg.predictions_path}",
+              "check OUTPUT_DIR and JOB_ID, and that PREDICTIONS_CONFIG.enabled is true")
 
 
 def _skip(d: Diagnosis, why: str, *checks: str) -> None:
