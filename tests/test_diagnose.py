@@ -130,3 +130,17 @@ def test_diagnose_through_the_entrypoint_never_prints_a_secret(tmp_path):
 
     bad = run_entrypoint(job_env(tmp_path / "out", TRAINING_CONFIG='{"epochs": 1}'), "diagnose", timeout=120)
     assert bad.returncode == 1 and "[FAIL] configuration: TRAINING_CONFIG.epochs: unknown key" in bad.stdout
+
+
+def test_an_unreachable_database_url_is_a_failure_without_its_password(monkeypatch, tmp_path):
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    password = "pw-canary-0123456789"
+    for k, v in {"SUPABASE_DB_URL": f"postgresql://writer:{password}@127.0.0.1:9/postgres", "JOB_ID": JOB,
+                 "USER_ID": OWNER, "OUTPUT_DIR": str(tmp_path / "out")}.items():
+        monkeypatch.setenv(k, v)
+    lines: list[str] = []
+    d = run_checks(log=lines.append)
+    assert d.findings[-1].check == "database" and d.findings[-1].status == "fail"
+    assert "SUPABASE_DB_URL" in d.findings[-1].fix and not d.ok
+    assert password not in "\n".join(lines)
