@@ -36,15 +36,16 @@ def spool(path: Path, samples: int, rounds: int) -> None:
         for r in range(rounds):
             step = r * 50
             for i, truth in enumerate(truths):
-                if rng.random() < 0.4:  # the answer changes this round: closer to the truth, or off
+                change = 0.03 if answers[i] == truth else 0.4  # a right answer mostly stays right
+                if rng.random() < change:  # the answer changes this round: closer to the truth, or off
                     words = answers[i].split()
-                    if rng.random() < 0.8:
+                    if rng.random() < 0.97:
                         words = truth.split()[: rng.randint(len(truth.split()) - 2, len(truth.split()))]
                     else:
                         words = rng.choices(WORDS, k=rng.randint(4, 12))
                     answers[i] = " ".join(words)
                 right = answers[i] == truth
-                cer = 0.0 if right else min(1.0, abs(len(answers[i]) - len(truth)) / len(truth) + rng.random() * 0.5)
+                cer = 0.0 if right else min(1.0, abs(len(answers[i]) - len(truth)) / len(truth) + rng.random() * 0.1)
                 f.write(json.dumps({
                     "job_id": "bench", "user_id": None, "epoch": r // 25, "epoch_progress": r / 25, "step": step,
                     "sample_index": i, "prompt": f"reverse: {truth}", "ground_truth": truth,
