@@ -152,7 +152,8 @@ def char_diff(before: str, after: str) -> Markup:
 
 def _changes(history: History, s: SampleHistory) -> tuple[list[dict], int]:
     """The sample's answer changes: consecutive rounds with the same answer are one entry, each
-    entry diffed against the previous one. At most MAX_CHANGES; the count left out."""
+    entry diffed against the one shown above it. At most MAX_CHANGES (always the first, the last,
+    and those around a regression or the first right answer); returns them and the count left out."""
     runs: list[dict] = []
     for step in history.steps:
         row = s.rows.get(step)
@@ -166,7 +167,7 @@ def _changes(history: History, s: SampleHistory) -> tuple[list[dict], int]:
         runs.append({"key": key, "first": step, "last": step, "text": text, "row": row})
     keep = {0, len(runs) - 1}
     marks = {g.to_step for g in s.regressions} | {g.from_step for g in s.regressions} | {s.first_right}
-    keep |= {i for i, r in enumerate(runs) if r["first"] in marks}
+    keep |= {i for i, r in enumerate(runs) if any(m is not None and r["first"] <= m <= r["last"] for m in marks)}
     for i in range(len(runs)):
         if len(keep) >= MAX_CHANGES:
             break
@@ -175,7 +176,7 @@ def _changes(history: History, s: SampleHistory) -> tuple[list[dict], int]:
     regressed_at = {g.to_step: g for g in s.regressions}
     for i in sorted(keep):
         run, row = runs[i], runs[i]["row"]
-        before = runs[i - 1]["text"] if i > 0 else None
+        before = None if previous is None else runs[previous]["text"]  # the answer shown above it
         shown.append({
             "steps": str(run["first"]) if run["first"] == run["last"] else f"{run['first']}–{run['last']}",
             "gap": previous is not None and i != previous + 1,

@@ -170,3 +170,15 @@ def test_the_report_command_on_a_spool_with_a_failed_round_and_a_torn_line(tmp_p
 
     empty = run_entrypoint(job_env(tmp_path / "nothing"), "report", timeout=120)
     assert empty.returncode == 66 and "no predictions for job local" in empty.stdout
+
+
+def test_a_long_history_keeps_its_regression_in_the_html():
+    from predictions.history_view import MAX_CHANGES, _changes
+
+    rows = [new_row(step, 0, "a b" if step == 500 else f"guess {step}", "a b") for step in range(0, 800, 10)]
+    h = build_history(rows, job_id=JOB)
+    shown, hidden = _changes(h, h.samples[0])
+    assert len(shown) == MAX_CHANGES and hidden == 80 - MAX_CHANGES
+    lost = [c for c in shown if c["regression"] is not None]
+    assert [c["steps"] for c in lost] == ["510"] and any(c["first_right"] and c["steps"] == "500" for c in shown)
+    assert shown[-1]["steps"] == "790" and any(c["gap"] for c in shown)
