@@ -4,10 +4,15 @@
     python entrypoint.py check      configuration, report and database preflight; no training
     python entrypoint.py replay     put a spool's rows (OUTPUT_DIR/predictions.jsonl) into the
                                     database, without duplicates [--spool PATH]
+    python entrypoint.py report     the predictions across rounds: per round figures, per sample
+                                    history and regressions [--job ID] [--html FILE] [--from ...]
+    python entrypoint.py diagnose   why predictions do (not) arrive: each check with its fix
+                                    [--job ID]; exit 0 only when every check passes
 
 Exit codes: 0 done; 78 bad configuration; 77 the database refused (preflight); 76 a migration
-failed; otherwise the training processes' own code. Everything here runs once, in the parent,
-before any model or dataset is loaded.
+failed; otherwise the training processes' own code. `report`: 66 no predictions for the job, 69
+the database could not be read; `diagnose`: 1 when a check did not pass. Everything here runs
+once, in the parent, before any model or dataset is loaded.
 """
 
 from __future__ import annotations
@@ -40,9 +45,20 @@ def prepare(cfg: JobConfig, *, replay_previous: bool) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="entrypoint.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "check", "replay"])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "check", "replay", "report", "diagnose"])
     parser.add_argument("--spool", type=Path, help="replay: the spool file (default OUTPUT_DIR/predictions.jsonl)")
+    parser.add_argument("--job", help="report, diagnose: the job (default JOB_ID)")
+    parser.add_argument("--html", type=Path, help="report: also write the HTML report to this file")
+    parser.add_argument("--from", dest="source", default="auto", choices=["auto", "spool", "database"],
+                        help="report: rows from the spool or the database (auto: the database in database mode)")
+    parser.add_argument("--threshold", type=float, default=0.2,
+                        help="report: a char error rate worse than the sample's best by more than this is a regression")
     opts = parser.parse_args(argv)
+
+    if opts.command == "diagnose":  # before load_config: a configuration that fails is its first finding
+        from predictions.diagnose import diagnose_command
+
+        return diagnose_command(job_id=opts.job, log=log)
 
     try:
         cfg = load_config()
@@ -50,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"configuration error: {e}")
         log("the pod stops before loading anything; fix the variable above and start it again")
         return EXIT_CONFIG
+
+    if opts.command == "report":
+        from predictions.report import report_command
+
+        return report_command(cfg, job_id=opts.job, html=opts.html, source=opts.source, threshold=opts.threshold, log=log)
 
     from trainer.launch import device_kind, launch_command, process_count, run_children
     from trainer.model import resolve_precision

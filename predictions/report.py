@@ -26,8 +26,9 @@ def rounds_table(results) -> Table:
 
 
 def print_summary(results, stats=None, *, spool: Path, caught_up: bool | None = None,
-                  console: Console | None = None) -> None:
-    """Print the rounds table and the delivery outcome (local spool, database)."""
+                  console: Console | None = None, html: Path | None = None) -> None:
+    """Print the rounds table, the delivery outcome (local spool, database) and where the full
+    report is (`html`: the run's HTML report, when it was written)."""
     console = console or Console(width=120, soft_wrap=True)
     console.print(rounds_table(results))
     failed = sum(not r.ok for r in results)
@@ -39,3 +40,61 @@ def print_summary(results, stats=None, *, spool: Path, caught_up: bool | None = 
             f"{stats.rows_pending_at_close} still pending at the end"
             + {None: "", True: "; the catch-up replay stored the rest", False: "; run `python entrypoint.py replay`"}[caught_up]
         )
+    if html is not None:
+        console.print(f"predictions: report in {html}")
+    console.print("predictions: per-sample history and regressions: `python entrypoint.py report` "
+                  "(--html FILE for the page; --from spool|database)")
+
+
+# -- `entrypoint.py report` and the run's HTML report -------------------------------------------
+
+def html_report_path(cfg) -> Path:
+    """Where a run writes its HTML report: OUTPUT_DIR/predictions_report.html."""
+    return cfg.output_dir / "predictions_report.html"
+
+
+def load_job_history(cfg, job_id: str, *, source: str = "auto", threshold: float | None = None, log=print):
+    """The job's History from the spool, or from the database in database mode (source "auto")."""
+    from predictions.history import DEFAULT_THRESHOLD, build_history
+    from predictions.sources import job_rows, read_rounds_log
+
+    if source == "auto":
+        source = "spool" if cfg.storage == "local" else "database"
+    rows = job_rows(cfg, job_id, source=source, log=log)
+    label = f"{cfg.predictions_path}" if source == "spool" else f"{cfg.storage} table training_predictions"
+    return build_history(rows, read_rounds_log(cfg, log), job_id=job_id, source=label,
+                         threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+
+
+def report_command(cfg, *, job_id: str | None, html: Path | None, source: str, threshold: float,
+                   detail: int = 10, log=print, console: Console | None = None) -> int:
+    """`entrypoint.py report`: the job's rounds and samples in the terminal, and the HTML file."""
+    from predictions.history_view import print_history, write_html
+    from predictions.sources import SourceError
+
+    job = job_id or cfg.job_id
+    try:
+        history = load_job_history(cfg, job, source=source, threshold=threshold, log=log)
+    except SourceError as e:
+        log(f"report: cannot read the predictions: {e}")
+        return 69  # EX_UNAVAILABLE
+    if not history.rounds:
+        log(f"report: no predictions for job {job} in {history.source}")
+        return 66  # EX_NOINPUT
+    print_history(history, console, detail=detail)
+    if html is not None:
+        log(f"report: HTML written to {write_html(history, html)}")
+    return 0
+
+
+def write_run_report(cfg, *, log=print) -> Path | None:
+    """At the end of a run (main process): the HTML report of its spool under OUTPUT_DIR.
+    A failure to render is logged, never raised: the run's result does not depend on it."""
+    from predictions.history_view import write_html
+
+    try:
+        history = load_job_history(cfg, cfg.job_id, source="spool", log=log)
+        return write_html(history, html_report_path(cfg))
+    except Exception as e:  # noqa: BLE001 — a report is a convenience; training already succeeded
+        log(f"predictions: the HTML report could not be written ({type(e).__name__}: {e})")
+        return None

@@ -203,7 +203,10 @@ def main() -> int:
                 from predictions.storage import finish_delivery
 
                 stats, caught_up = finish_delivery(cfg, remote, log=log)
-            print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up)
+            from predictions.report import write_run_report
+
+            print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up,
+                          html=write_run_report(cfg, log=log))
     _barrier()
     return 0
 

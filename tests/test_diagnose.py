@@ -1,0 +1,146 @@
+"""diagnose and the report in Supabase mode, against a double of PostgREST (no PostgREST server can
+run here): it answers the OpenAPI description at /rest/v1/ and paged selects as PostgREST does,
+and checks what it is sent (the key's headers, the owner's filters, offset / limit)."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from predictions import sources
+from predictions.diagnose import run_checks
+from predictions.rows import ROW_COLUMNS
+from tests.test_history import new_row
+from tests.test_supabase_writer import jwt
+from trainer.config import VARIABLES
+
+URL = "https://project.supabase.co"
+SECRET = "sb_secret_canary-0123456789"
+JOB = "44444444-4444-4444-8444-444444444444"
+OWNER = "11111111-1111-4111-8111-111111111111"
+
+
+class PostgREST:
+    """GET /rest/v1/ (OpenAPI) and GET /rest/v1/training_predictions (filters, order, offset/limit)."""
+
+    def __init__(self, rows: list[dict], key: str = SECRET, columns=ROW_COLUMNS):
+        self.rows, self.key, self.columns = rows, key, columns
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.headers.get("apikey") != self.key:
+            return httpx.Response(401, json={"message": "Invalid API key"})
+        if request.url.path == "/rest/v1/":
+            tables = {"training_predictions": {"properties": {c: {} for c in self.columns}}} if self.columns else {}
+            return httpx.Response(200, json={"swagger": "2.0", "definitions": tables})
+        assert request.url.path == "/rest/v1/training_predictions" and request.method == "GET"
+        q = parse_qs(request.url.query.decode())
+        assert q["job_id"] == [f"eq.{JOB}"] and q["user_id"] == [f"eq.{OWNER}"]  # as the owner sees them
+        assert q["order"] == ["step.asc,sample_index.asc"]
+        offset, limit = int(q["offset"][0]), int(q["limit"][0])
+        keep = None if q["select"] == ["*"] else q["select"][0].split(",")
+        page = [{k: v for k, v in r.items() if keep is None or k in keep}
+                for r in self.rows[offset:offset + limit]]
+        return httpx.Response(200, json=page)
+
+
+def stored_rows() -> list[dict]:
+    rows = []
+    for step in (0, 10, 20):
+        for i in range(4):
+            row = new_row(step, i, "a b" if step else "x", "a b")
+            rows.append({**row, "job_id": JOB, "user_id": OWNER, "created_at": f"2026-11-30T21:0{step // 10}:00+00:00"})
+    return rows
+
+
+@pytest.fixture
+def supabase_env(monkeypatch, tmp_path):
+    def use(key: str):
+        for name in VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        for k, v in {"SUPABASE_URL": URL, "SUPABASE_SERVICE_KEY": key, "JOB_ID": JOB, "USER_ID": OWNER,
+                     "OUTPUT_DIR": str(tmp_path / "out")}.items():
+            monkeypatch.setenv(k, v)
+        return tmp_path / "out"
+    return use
+
+
+def check(server: PostgREST, lines: list[str]):
+    d = run_checks(log=lines.append, http_client=httpx.Client(transport=httpx.MockTransport(server)))
+    return d, {f.check: f for f in d.findings}
+
+
+@pytest.mark.parametrize("key", [jwt("anon"), "sb_publishable_abc"])
+def test_an_anon_key_fails_the_key_role_check_with_its_fix(supabase_env, key):
+    supabase_env(key)
+    lines: list[str] = []
+    d, found = check(PostgREST(stored_rows(), key=key), lines)
+    assert found["key role"].status == "fail" and "service_role" in found["key role"].fix
+    assert found["table"].status == "skip" and not d.ok
+    assert key not in "\n".join(lines)
+
+
+def test_a_service_key_through_the_api_alone(supabase_env):
+    out = supabase_env(SECRET)
+    out.mkdir()
+    spool = [{**r, "job_id": JOB} for r in stored_rows()] + [{**new_row(30, i, "a b", "a b"), "job_id": JOB} for i in range(4)]
+    (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in spool))
+    lines: list[str] = []
+    d, found = check(PostgREST(stored_rows()), lines)
+    assert [found[c].status for c in ("configuration", "storage mode", "key role", "table")] == ["pass"] * 4
+    for name in ("row level security", "unique key", "realtime"):  # PostgREST cannot show these
+        assert found[name].status == "warn" and "SUPABASE_DB_URL" in found[name].fix
+    assert found["rows of the job"].status == "fail" and "steps 30" in found["rows of the job"].detail
+    assert found["newest round"].status == "pass" and "step 20" in found["newest round"].detail
+    assert not d.ok and SECRET not in "\n".join(lines)
+
+
+def test_a_table_the_api_does_not_have(supabase_env):
+    supabase_env(SECRET)
+    d, found = check(PostgREST([], columns=None), [])
+    assert found["table"].status == "fail" and "migrations" in found["table"].fix
+    assert found["rows of the job"].status == "skip"
+    d, found = check(PostgREST([], columns=ROW_COLUMNS[:-3]), [])
+    assert found["table"].status == "fail" and ROW_COLUMNS[-1] in found["table"].detail
+
+
+def test_the_report_reads_the_table_page_by_page_as_its_owner(monkeypatch):
+    monkeypatch.setattr(sources, "PAGE_ROWS", 5)
+    server = PostgREST(stored_rows())
+    rows = sources.supabase_rows(URL, SECRET, JOB, OWNER, http_client=httpx.Client(transport=httpx.MockTransport(server)))
+    assert [(r["step"], r["sample_index"]) for r in rows] == [(s, i) for s in (0, 10, 20) for i in range(4)]
+    assert [parse_qs(r.url.query.decode())["offset"] for r in server.requests] == [["0"], ["5"], ["10"]]
+    assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests)
+
+
+def test_diagnose_through_the_entrypoint_never_prints_a_secret(tmp_path):
+    from tests.e2e import job_env, run_entrypoint
+
+    canary = "sb_secret_canary-do-not-print"
+    env = job_env(tmp_path / "out", SUPABASE_URL="http://127.0.0.1:9", SUPABASE_SERVICE_KEY=canary,
+                  SUPABASE_ANON_KEY=jwt("anon"), JOB_ID=JOB, USER_ID=OWNER)
+    proc = run_entrypoint(env, "diagnose", timeout=120)
+    assert proc.returncode == 1
+    assert "[PASS] key role" in proc.stdout and "[FAIL] table: the API did not answer" in proc.stdout
+    assert canary not in proc.stdout + proc.stderr and jwt("anon") not in proc.stdout + proc.stderr
+
+    bad = run_entrypoint(job_env(tmp_path / "out", TRAINING_CONFIG='{"epochs": 1}'), "diagnose", timeout=120)
+    assert bad.returncode == 1 and "[FAIL] configuration: TRAINING_CONFIG.epochs: unknown key" in bad.stdout
+
+
+def test_an_unreachable_database_url_is_a_failure_without_its_password(monkeypatch, tmp_path):
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    password = "pw-canary-0123456789"
+    for k, v in {"SUPABASE_DB_URL": f"postgresql://writer:{password}@127.0.0.1:9/postgres", "JOB_ID": JOB,
+                 "USER_ID": OWNER, "OUTPUT_DIR": str(tmp_path / "out")}.items():
+        monkeypatch.setenv(k, v)
+    lines: list[str] = []
+    d = run_checks(log=lines.append)
+    assert d.findings[-1].check == "database" and d.findings[-1].status == "fail"
+    assert "SUPABASE_DB_URL" in d.findings[-1].fix and not d.ok
+    assert password not in "\n".join(lines)
