@@ -4,6 +4,7 @@
     python entrypoint.py check      configuration, report and database preflight; no training
     python entrypoint.py replay     put a spool's rows (OUTPUT_DIR/predictions.jsonl) into the
                                     database, without duplicates [--spool PATH]
+    python entrypoint.py migrate    apply sql/ to SUPABASE_DB_URL's database, nothing else
 
 Exit codes: 0 done; 78 bad configuration; 77 the database refused (preflight); 76 a migration
 failed; otherwise the training processes' own code. Everything here runs once, in the parent,
@@ -40,9 +41,16 @@ def prepare(cfg: JobConfig, *, replay_previous: bool) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="entrypoint.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "check", "replay"])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "check", "replay", "migrate"])
     parser.add_argument("--spool", type=Path, help="replay: the spool file (default OUTPUT_DIR/predictions.jsonl)")
     opts = parser.parse_args(argv)
+
+    if opts.command == "migrate":  # needs the database URL only, not a job's configuration
+        import os
+
+        from predictions.storage import migrate_command
+
+        return migrate_command(os.environ.get("SUPABASE_DB_URL", "").strip() or None, log=log)
 
     try:
         cfg = load_config()

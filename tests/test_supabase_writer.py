@@ -10,7 +10,7 @@ import httpx
 import pytest
 from tenacity import wait_none
 
-from predictions.rows import Generation, Sample, Scores, make_row
+from predictions.rows import COLUMN_TYPES, Generation, Sample, Scores, make_row
 from predictions.sanitize import sanitize_row
 from predictions.writers.base import PermanentWriteError, TransientWriteError
 from predictions.writers.supabase import FIX_KEY, FIX_RLS, FIX_TABLE, SupabaseWriter
@@ -32,20 +32,34 @@ def row(i: int, prediction: str = "answer") -> dict:
         user_id="22222222-2222-2222-2222-222222222222",
         epoch=1.0,
         step=10,
-        sample=Sample(i, "prompt", "truth", "pid", i, "eval", "eval.jsonl"),
+        sample=Sample(i, "prompt", "truth", "pid", i, "dataset", "eval.jsonl"),
         generation=Generation(prediction, 5, 7, float("nan"), "eos", 64, False, None, None),
-        scores=Scores(False, 0.5, 1.0, 0.25, None, None, None),
+        scores=Scores({"exact_match": 0.0, "char_error_rate": 0.5, "length_ratio": 1.0, "word_overlap": 0.25}),
     )
 
 
+def openapi(columns: dict[str, str]) -> dict:
+    """PostgREST's OpenAPI description (GET /rest/v1/) of a training_predictions with `columns`:
+    each property's `format` is the Postgres type."""
+    kinds = {"integer": "integer", "double precision": "number", "boolean": "boolean"}
+    props = {c: {"format": t, "type": kinds.get(t, "string")} for c, t in columns.items()}
+    props["id"] = {"format": "uuid", "type": "string", "description": "Note:\nThis is a Primary Key.<pk/>"}
+    return {"swagger": "2.0", "definitions": {"training_predictions": {"type": "object", "properties": props}}}
+
+
 class Server:
-    """Answers requests from a script of responses (or exceptions); records what it was sent."""
+    """Answers requests from a script of responses (or exceptions); records what it was sent.
+    The table's description (GET /rest/v1/) is answered apart: every column of this image."""
 
     def __init__(self, *script):
         self.script = list(script)
         self.requests: list[httpx.Request] = []
+        self.described = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/rest/v1/":
+            self.described += 1
+            return httpx.Response(200, json=openapi(COLUMN_TYPES))
         self.requests.append(request)
         step = self.script.pop(0) if self.script else 201
         if isinstance(step, Exception):
