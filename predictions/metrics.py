@@ -140,3 +140,14 @@ def word_f1(prediction: str, truth: str) -> float:
         return 0.0
     precision, recall = common / sum(p.values()), common / sum(t.values())
     return 2 * precision * recall / (precision + recall)
+
+
+def summary_columns(means: dict[str, float]) -> list[tuple[str, str]]:
+    """(header, cell) for every registered metric: the closing summary's score columns. A metric
+    the round has no mean for (no ground truth, a failed round) shows "-"."""
+    cells = []
+    for name, m in REGISTRY.items():
+        value = means.get(name)
+        cell = "-" if value is None else f"{value:.0%}" if m.percent else f"{value:.3f}"
+        cells.append((m.label, cell))
+    return cells

@@ -184,3 +184,21 @@ def test_on_a_supabase_like_database_the_table_gains_its_columns_and_foreign_key
             conn.execute(insert, ("job_missing", user))
         conn.execute("delete from auth.users")  # cascades: the user's jobs, and its predictions
         assert conn.execute("select count(*) from public.training_predictions").fetchone()[0] == 0
+
+
+def test_the_migrate_command_applies_sql_and_nothing_else(pg_db, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.e2e import ROOT, job_env
+
+    env = job_env(tmp_path / "out", SUPABASE_DB_URL=pg_db)
+    proc = subprocess.run([sys.executable, "entrypoint.py", "migrate"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "migrations: applied 20261130000000_platform_contract.sql" in proc.stdout
+    assert "pg-test-password" not in proc.stdout + proc.stderr and not (tmp_path / "out").exists()
+    assert pending_migrations(pg_db) == []
+    unset = subprocess.run([sys.executable, "entrypoint.py", "migrate"], cwd=ROOT, env=job_env(tmp_path / "out"),
+                           capture_output=True, text=True, timeout=300)
+    assert unset.returncode == 78 and "set SUPABASE_DB_URL" in unset.stdout
