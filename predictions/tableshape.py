@@ -86,6 +86,12 @@ class TableShape:
             lines.append(f"table: training_predictions lacks {len(missing)} column(s) this image writes: {what}; "
                          "rows are stored without them (their values stay in the local spool). "
                          f"To add them, run once: {MIGRATE_COMMAND}")
+        differ = [f"{c} is {t}, not {COLUMN_TYPES[c]}" for c, t in self.columns.items()
+                  if c in COLUMN_TYPES and t and t != COLUMN_TYPES[c]]
+        if differ:
+            lines.append(f"table: columns in other types than the platform's ({'; '.join(differ)}): values are sent "
+                         "in the table's types (a job id that is not a UUID cannot be stored in a uuid job_id). "
+                         f"To convert them, run once: {MIGRATE_COMMAND}")
         if self.unique_key is False:
             lines.append("table: no unique key on (job_id, step, sample_index): each write reads which samples "
                          "of the round are stored and inserts only the others, so every row is still stored "

@@ -311,7 +311,9 @@ def test_values_are_sent_in_the_live_tables_types():
     # A table an earlier image version made: boolean exact_match, double epoch and latency.
     columns = {**PLATFORM_COLUMNS, "exact_match": "boolean", "epoch": "double precision", "latency_ms": "double precision"}
     table = PostgrestDouble(columns)
-    platform_writer(table).write(round_rows(10))
+    w = platform_writer(table)
+    w.write(round_rows(10))
+    assert "exact_match is boolean, not double precision" in "\n".join(w.report())
     assert [r["exact_match"] for r in table.rows] == [False, True, False, True]
     assert {r["epoch"] for r in table.rows} == {1.0}
 

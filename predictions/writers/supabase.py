@@ -240,7 +240,7 @@ class SupabaseWriter:
             )
         except TRANSIENT_HTTPX as e:
             raise TransientWriteError(self._redact(f"{TABLE}: describing the table: {type(e).__name__}: {e}")) from None
-        if classify(response.status_code, None) is TransientWriteError and response.status_code >= 500:
+        if classify(response.status_code, None) is TransientWriteError:  # 5xx, 408, 429: try again
             raise TransientWriteError(f"{TABLE}: describing the table: HTTP {response.status_code}")
         try:
             spec = response.json() if response.status_code == 200 else {}
