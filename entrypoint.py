@@ -4,6 +4,7 @@
     python entrypoint.py check      configuration, report and database preflight; no training
     python entrypoint.py replay     put a spool's rows (OUTPUT_DIR/predictions.jsonl) into the
                                     database, without duplicates [--spool PATH]
+    python entrypoint.py migrate    apply sql/ to SUPABASE_DB_URL's database, nothing else
     python entrypoint.py report     the predictions across rounds: per round figures, per sample
                                     history and regressions [--job ID] [--html FILE] [--from ...]
     python entrypoint.py diagnose   why predictions do (not) arrive: each check with its fix
@@ -45,7 +46,8 @@ def prepare(cfg: JobConfig, *, replay_previous: bool) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="entrypoint.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "check", "replay", "report", "diagnose"])
+    parser.add_argument("command", nargs="?", default="run",
+                        choices=["run", "check", "replay", "migrate", "report", "diagnose"])
     parser.add_argument("--spool", type=Path, help="replay: the spool file (default OUTPUT_DIR/predictions.jsonl)")
     parser.add_argument("--job", help="report, diagnose: the job (default JOB_ID)")
     parser.add_argument("--html", type=Path, help="report: also write the HTML report to this file")
@@ -59,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         from predictions.diagnose import diagnose_command
 
         return diagnose_command(job_id=opts.job, log=log)
+    if opts.command == "migrate":  # needs the database URL only, not a job's configuration
+        import os
+
+        from predictions.storage import migrate_command
+
+        return migrate_command(os.environ.get("SUPABASE_DB_URL", "").strip() or None, log=log)
 
     try:
         cfg = load_config()

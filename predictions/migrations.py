@@ -112,6 +112,9 @@ def apply_migrations(
     files = _files(sql_dir)
     result, start = MigrationResult(), time.perf_counter()
     with _connect(db_url) as conn:
+        # A migration reports what it did with RAISE NOTICE (rows it moved aside, keys it could
+        # not validate): those lines belong in the pod's log.
+        conn.add_notice_handler(lambda diag: log(f"migrations: {diag.message_primary}"))
         # Session-level, not transaction-level: it must span the per-file transactions. Released
         # below, and by Postgres itself if this process dies holding it.
         if not conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from predictions.rows import CONFLICT_KEY, ROW_COLUMNS
+from predictions.rows import CONFLICT_KEY, ROW_COLUMNS, upgrade_row
 from predictions.writers.base import PredictionWriter
 
 
@@ -36,7 +36,9 @@ def read_spool(spool_path: Path, log: Callable[[str], None]) -> Iterator[dict[st
             if not isinstance(row, dict):
                 bad.append(last_line)
                 continue
-            # Only the table's columns: a key this version does not know would fail the insert.
+            # Today's types (a spool of an earlier version), and only the table's columns: a key
+            # this version does not know would fail the insert.
+            row = upgrade_row(row)
             yield {key: row[key] for key in ROW_COLUMNS if key in row}
     for lineno in bad:
         if lineno == last_line:

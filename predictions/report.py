@@ -7,19 +7,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from predictions.metrics import summary_columns
+
 
 def rounds_table(results) -> Table:
     """A table of rounds: step, epoch, samples, seconds and the mean scores of each."""
     table = Table(title="prediction rounds", title_justify="left")
-    for name in ("round", "step", "epoch", "samples", "seconds", "exact match", "char error", "word overlap", "status"):
+    scores = [label for label, _ in summary_columns({})]  # one column per registered metric
+    for name in ("round", "step", "epoch", "samples", "seconds", *scores, "status"):
         table.add_column(name, justify="right" if name != "status" else "left")
     for r in results:
-        m = r.means
         table.add_row(
             str(r.round), str(r.step), f"{r.epoch:.2f}", str(r.samples), f"{r.seconds:.1f}",
-            f"{m['exact_match']:.0%}" if "exact_match" in m else "-",
-            f"{m['char_error_rate']:.3f}" if "char_error_rate" in m else "-",
-            f"{m['word_overlap']:.3f}" if "word_overlap" in m else "-",
+            *(cell for _, cell in summary_columns(r.means)),
             "ok" if r.ok else f"FAILED: {r.error}",
         )
     return table

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from predictions.writers.base import PredictionWriter, WriteError
-from trainer.config import EXIT_CONFIG, EXIT_PREFLIGHT, JobConfig
+from trainer.config import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, JobConfig
 
 
 class DatabaseRefused(Exception):
@@ -58,6 +58,8 @@ def prepare_database(cfg: JobConfig, *, replay_previous: bool, log: Callable[[st
     try:
         writer.preflight()
         log(f"preflight: ok — {cfg.storage}: the key may write, the table training_predictions is reachable")
+        for line in writer.report():  # what the live table lacks, and the one command that adds it
+            log(line)
         spool = cfg.predictions_path
         if replay_previous and cfg.predictions.enabled and spool.exists() and spool.stat().st_size:
             from predictions.replay import replay_spool
@@ -142,4 +144,21 @@ def replay_command(cfg: JobConfig, spool: Path, *, log: Callable[[str], None] = 
     finally:
         writer.close()
     log(f"replay: {sent} rows sent from {spool} (rows already stored were left as they were)")
+    return 0
+
+
+def migrate_command(db_url: str | None, *, log: Callable[[str], None] = print) -> int:
+    """`entrypoint.py migrate`: apply sql/ to SUPABASE_DB_URL's database and nothing else (the
+    platform's pods get no database URL: a person runs this once, from anywhere)."""
+    if not db_url:
+        log("migrate: set SUPABASE_DB_URL to the database's connection string "
+            "(Supabase: Project Settings → Database → Connection string)")
+        return EXIT_CONFIG
+    from predictions.migrations import MigrationError, apply_migrations
+
+    try:
+        apply_migrations(db_url, log=log)
+    except MigrationError as e:
+        log(f"migrations: FAILED: {e}")
+        return EXIT_MIGRATION
     return 0

@@ -13,13 +13,15 @@ import psycopg
 import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, run_entrypoint, spool_rows, wait_for
+from tests.platform_db import UUID_JOB, make_platform_db
+from tests.platform_reads import read_side
 from trainer.config import EXIT_PREFLIGHT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 OWNER = "11111111-1111-4111-8111-111111111111"
 OTHER = "22222222-2222-4222-8222-222222222222"
-JOB = "33333333-3333-4333-8333-333333333333"
+JOB = UUID_JOB  # a job of the platform's local_training_jobs (tests/platform_db.py)
 PREDICTIONS = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6}
 
 
@@ -43,18 +45,29 @@ def expected(last_step: int) -> set[tuple[int, int]]:
     return {(s, i) for s in range(10, last_step + 1, 10) for i in range(4)}
 
 
-def test_a_run_writes_every_round_once_readable_only_by_its_owner(pg_db, tmp_path):
+def test_a_run_into_the_platforms_table_writes_every_round_once_and_the_platform_reads_it(pg_db, tmp_path):
+    # The platform's database (its table, its rows with a duplicate, its jobs, the Realtime
+    # publication): the entrypoint's migrations upgrade it in place, then the run writes into it.
+    make_platform_db(pg_db)
     out = tmp_path / "out"
     proc = run_entrypoint(db_env(out, pg_db))
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "predictions storage: Postgres, directly" in log
-    assert "migrations: applied 20261122000100_training_predictions.sql" in log
-    assert "preflight: ok" in log
+    assert "migrations: applied 20261130000000_platform_contract.sql" in log
+    assert "1 duplicate row(s) of a (job_id, step, sample_index) moved to training_predictions_duplicates" in log
+    assert "preflight: ok" in log and "has every column and the unique key" in log
     owner_view = stored(pg_db, OWNER)
     assert set(owner_view) == expected(40) and set(owner_view.values()) == {1}
     assert stored(pg_db, OTHER) == Counter()
     assert "database: 16 rows written, 0 failed" in log
+    with psycopg.connect(pg_db) as conn:  # the platform's routes, on this job
+        reads = read_side(conn, JOB)
+        assert reads["count"] == 16 and reads["realtime"] is True
+        assert sorted((r["step"], r["sample_index"]) for r in reads["page"]) == sorted(expected(40))
+        assert all(isinstance(r["epoch"], int) and r["exact_match"] in (0.0, 1.0) for r in reads["page"])
+        assert sum(e[1] for e in reads["epochs"]) == 16 and [t[0] for t in reads["trends"]] == reads["epochs_distinct"]
+        assert len(reads["compare"]) == 4  # sample 0 in each of the 4 rounds
 
     again = run_entrypoint(db_env(out, pg_db), "check")  # a second start: nothing pending, fast
     assert again.returncode == 0 and "migrations: nothing pending" in again.stdout

@@ -96,6 +96,6 @@ def test_training_from_a_dataset_served_over_http(server, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "sig=abc" not in log and "(query hidden)" in log
     rows = spool_rows(out)
-    assert {r["step"] for r in rows} == {5, 10} and rows[0]["sample_source"] == "train"
+    assert {r["step"] for r in rows} == {5, 10} and rows[0]["sample_source"] == "dataset"  # the platform's name for the job's data
     assert rows[0]["sample_source_id"] == "train.jsonl"
     assert len(server.hits) == 1  # downloaded once, by one process

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from predictions.migrations import LOCK_KEY, SQL_DIR, MigrationError, apply_migrations, pending_migrations
-from predictions.rows import ROW_COLUMNS
+from predictions.rows import ADDED_COLUMNS, PLATFORM_COLUMNS, ROW_COLUMNS
 
 pytestmark = pytest.mark.postgres
 
@@ -51,10 +51,13 @@ def test_bare_postgres_gets_the_table_with_rls_and_the_supabase_roles(pg_db):
         columns = [r[0] for r in conn.execute(
             "select column_name from information_schema.columns"
             " where table_schema = 'public' and table_name = 'training_predictions' order by ordinal_position")]
-    assert columns == ["id", *ROW_COLUMNS, "created_at"]
+    platform = list(PLATFORM_COLUMNS)  # the platform's order: created_at after its first ten columns
+    assert columns == ["id", *platform[:8], "created_at", *platform[8:], *ADDED_COLUMNS]
     assert ("rls", "true") in rows
     assert any("training_predictions_job_step_sample_key UNIQUE (job_id, step, sample_index)" in r[1] for r in rows)
-    assert sum(r[0] == "policy" for r in rows) == 2
+    assert {" ".join(r[1].split(" ")[:6]) for r in rows if r[0] == "policy"} == {
+        "Users can view their own predictions", "Users can create their own predictions",
+        "Users can delete their own predictions"}
     with psycopg.connect(pg_db) as conn:
         roles = dict(conn.execute("select rolname, rolbypassrls from pg_roles"
                                   " where rolname in ('anon', 'authenticated', 'service_role')").fetchall())
@@ -126,7 +129,8 @@ def test_a_broken_file_names_itself_and_keeps_what_was_applied(pg_db, tmp_path):
     assert "20991231000000_broken.sql line 3: syntax error" in str(info.value)
     assert "pg-test-password" not in str(info.value)
     with psycopg.connect(pg_db) as conn:
-        assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] == 2
+        assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] == len(
+            list(SQL_DIR.glob("*.sql")))
         assert conn.execute("select to_regclass('public.fine')").fetchone()[0] is None  # the file rolled back whole
     assert pending_migrations(pg_db, tmp_path) == ["20991231000000_broken.sql"]
 
@@ -141,7 +145,9 @@ SUPABASE_LIKE = """
 create schema if not exists auth;
 create table auth.users (id uuid primary key);
 create table public.training_jobs (id uuid primary key, user_id uuid references auth.users (id) on delete cascade);
--- the table as the platform made it before this image: the UI's columns, no unique key yet
+create table public.local_training_jobs (id text primary key, user_id uuid references auth.users (id) on delete cascade);
+-- a table an earlier version of this image made (uuid job_id, boolean exact_match, fractional
+-- epoch, bigint id), with no unique key yet
 create table public.training_predictions (
   id bigint generated always as identity primary key, job_id uuid not null, user_id uuid not null,
   epoch double precision, step integer not null, sample_index integer not null, prompt text,
@@ -160,20 +166,39 @@ def test_on_a_supabase_like_database_the_table_gains_its_columns_and_foreign_key
     before = schema(pg_db)
     assert apply_migrations(pg_db, log=lambda _m: None).applied == []
     assert schema(pg_db) == before
-    user, job = "11111111-1111-4111-8111-111111111111", "33333333-3333-4333-8333-333333333333"
+    user, job = "11111111-1111-4111-8111-111111111111", "job_abc123"
+    insert = ("insert into public.training_predictions (job_id, user_id, epoch, step, sample_index, prompt, prediction)"
+              " values (%s, %s, 0, 1, 0, 'q', 'p')")
     with psycopg.connect(pg_db, autocommit=True) as conn:
         columns = {r[0] for r in conn.execute("select column_name from information_schema.columns"
                                               " where table_name = 'training_predictions'")}
         assert columns == {"id", "created_at", *ROW_COLUMNS}
         fkeys = {r[0] for r in conn.execute("select conname from pg_constraint where contype = 'f'"
                                             " and conrelid = 'public.training_predictions'::regclass")}
-        assert fkeys == {"training_predictions_user_id_fkey", "training_predictions_job_id_fkey"}
+        # the platform's jobs table (local_training_jobs, text ids), not a uuid training_jobs
+        assert fkeys == {"training_predictions_user_id_fkey", "fk_training_predictions_job"}
         conn.execute("insert into auth.users values (%s)", (user,))
-        conn.execute("insert into public.training_jobs values (%s, %s)", (job, user))
-        conn.execute("insert into public.training_predictions (job_id, user_id, step, sample_index)"
-                     " values (%s, %s, 1, 0)", (job, user))
+        conn.execute("insert into public.local_training_jobs values (%s, %s)", (job, user))
+        conn.execute(insert, (job, user))
         with pytest.raises(psycopg.errors.ForeignKeyViolation):  # no predictions for a job that is not there
-            conn.execute("insert into public.training_predictions (job_id, user_id, step, sample_index)"
-                         " values (gen_random_uuid(), %s, 1, 0)", (user,))
+            conn.execute(insert, ("job_missing", user))
         conn.execute("delete from auth.users")  # cascades: the user's jobs, and its predictions
         assert conn.execute("select count(*) from public.training_predictions").fetchone()[0] == 0
+
+
+def test_the_migrate_command_applies_sql_and_nothing_else(pg_db, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.e2e import ROOT, job_env
+
+    env = job_env(tmp_path / "out", SUPABASE_DB_URL=pg_db)
+    proc = subprocess.run([sys.executable, "entrypoint.py", "migrate"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "migrations: applied 20261130000000_platform_contract.sql" in proc.stdout
+    assert "pg-test-password" not in proc.stdout + proc.stderr and not (tmp_path / "out").exists()
+    assert pending_migrations(pg_db) == []
+    unset = subprocess.run([sys.executable, "entrypoint.py", "migrate"], cwd=ROOT, env=job_env(tmp_path / "out"),
+                           capture_output=True, text=True, timeout=300)
+    assert unset.returncode == 78 and "set SUPABASE_DB_URL" in unset.stdout

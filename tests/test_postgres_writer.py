@@ -22,9 +22,10 @@ JOB = "33333333-3333-4333-8333-333333333333"
 def rows(step: int, n: int = 3) -> list[dict]:
     out = []
     for i in range(n):
-        sample = Sample(i, f"reverse: a{i} b", "b a", f"pid{i}", i * 10, "eval", "eval.jsonl")
+        sample = Sample(i, f"reverse: a{i} b", "b a", f"pid{i}", i * 10, "dataset", "eval.jsonl")
         gen = Generation("b a", 4, 3, 12.5, "eos", 8, False, None, None)
-        scores = Scores(True, 0.0, 1.0, 1.0, False, ["not valid JSON"], "json_parse")
+        scores = Scores({"exact_match": 1.0, "char_error_rate": 0.0, "length_ratio": 1.0, "word_overlap": 1.0, "word_f1": 1.0},
+                        False, [{"validator": "json_parse", "message": "Prediction is not valid JSON", "detail": "x"}], "json_parse")
         out.append(make_row(job_id=JOB, user_id=OWNER, epoch=1.0, step=step,
                             sample=sample, generation=gen, scores=scores))
     return out
@@ -48,7 +49,8 @@ def test_rows_are_written_once_and_only_their_owner_sees_them(migrated_db):
         stored = conn.execute("select step, sample_index, validation_errors, stop_reason"
                               " from public.training_predictions order by step, sample_index").fetchall()
     assert [(s, i) for s, i, _, _ in stored] == [(5, 0), (5, 1), (5, 2), (10, 0), (10, 1), (10, 2)]
-    assert stored[0][2] == ["not valid JSON"] and stored[0][3] == "eos"
+    assert stored[0][2] == [{"validator": "json_parse", "message": "Prediction is not valid JSON", "detail": "x"}]
+    assert stored[0][3] == "eos"
     assert visible_to(migrated_db, OWNER) == 6 and visible_to(migrated_db, OTHER) == 0
 
 
@@ -124,7 +126,7 @@ def test_a_row_the_table_refuses_is_permanent_and_names_the_fix(migrated_db):
     with psycopg.connect(migrated_db) as conn:
         assert conn.execute("select count(*) from public.training_predictions").fetchone()[0] == 3
     bad = rows(2)
-    bad[0]["job_id"] = "not-a-uuid"
+    bad[0]["user_id"] = "not-a-uuid"  # job ids are any text (job_abc123); user ids are UUIDs
     with pytest.raises(PermanentWriteError, match="sanitised"):
         writer.write(bad)
     writer.close()

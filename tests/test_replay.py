@@ -41,9 +41,9 @@ def rows(step: int, n: int) -> list[dict]:
             user_id="user",
             epoch=step / 10,
             step=step,
-            sample=Sample(i, f"prompt {i}", "truth", "pid", i, "eval", "eval.jsonl"),
+            sample=Sample(i, f"prompt {i}", "truth", "pid", i, "dataset", "eval.jsonl"),
             generation=Generation("ans\ud800", 5, 7, 1.0, "eos", 64, False, None, None),
-            scores=Scores(False, float("nan"), 1.0, 0.25, None, None, None),
+            scores=Scores({"exact_match": 0.0, "char_error_rate": float("nan"), "length_ratio": 1.0, "word_overlap": 0.25}),
         )
         for i in range(n)
     ]
@@ -104,6 +104,8 @@ def test_replay_through_the_supabase_writer_sends_valid_bodies(spool: Path):
     bodies: list[list[dict]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # the table's description: none here, so sql/'s shape is assumed
+            return httpx.Response(404, json={"message": "not found"})
         bodies.append(json.loads(request.content.decode("utf-8")))
         return httpx.Response(201)
 

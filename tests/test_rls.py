@@ -17,8 +17,8 @@ OWNER = "11111111-1111-4111-8111-111111111111"
 OTHER = "22222222-2222-4222-8222-222222222222"
 JOB = "33333333-3333-4333-8333-333333333333"
 
-INSERT = ("insert into public.training_predictions (job_id, user_id, step, sample_index, prediction)"
-          f" values ('{JOB}', '{OWNER}', {{step}}, 0, 'x')")
+INSERT = ("insert into public.training_predictions (job_id, user_id, epoch, step, sample_index, prompt, prediction)"
+          f" values ('{JOB}', '{OWNER}', 0, {{step}}, 0, 'q', 'x')")
 OPERATIONS = {
     "select": f"select count(*) from public.training_predictions where job_id = '{JOB}'",
     "insert": INSERT.format(step=99),
@@ -30,7 +30,8 @@ OPERATIONS = {
 }
 
 # The owner's job has 2 rows; another user has a row of their own in another job. Each operation
-# targets the owner's job. identity → operation → expected: "denied", or the rows seen / affected.
+# targets the owner's job. The policies are the platform's: a user selects, inserts and deletes
+# their own rows; nobody but the service role updates. identity → operation → expected: "denied", or the rows seen / affected.
 MATRIX = [
     ("anon", "select", "denied"),
     ("anon", "insert", "denied"),
@@ -38,7 +39,7 @@ MATRIX = [
     ("anon", "delete", "denied"),
     ("anon", "upsert", "denied"),
     ("owner", "select", 2),
-    ("owner", "insert", "denied"),
+    ("owner", "insert", 1),  # the platform's "Users can create their own predictions"
     ("owner", "update", "denied"),
     ("owner", "delete", 2),
     ("owner", "upsert", "denied"),
@@ -76,8 +77,8 @@ def seeded(postgres_server):
     with psycopg.connect(url, autocommit=True) as conn:
         for step, user in ((1, OWNER), (2, OWNER), (1, OTHER)):
             job = JOB if user == OWNER else "44444444-4444-4444-8444-444444444444"
-            conn.execute("insert into public.training_predictions (job_id, user_id, step, sample_index, prediction)"
-                         " values (%s, %s, %s, 0, 'p')", (job, user, step))
+            conn.execute("insert into public.training_predictions (job_id, user_id, epoch, step, sample_index,"
+                         " prompt, prediction) values (%s, %s, 0, %s, 0, 'q', 'p')", (job, user, step))
     yield url
     with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')

@@ -15,9 +15,10 @@ def row(prediction: str = "answer", **overrides) -> dict:
         user_id="user",
         epoch=1.0,
         step=10,
-        sample=Sample(0, "prompt", "truth", "pid", 3, "eval", "eval.jsonl"),
+        sample=Sample(0, "prompt", "truth", "pid", 3, "dataset", "eval.jsonl"),
         generation=Generation(prediction, 5, 7, 12.5, "eos", 64, False, None, None),
-        scores=Scores(False, 0.5, 1.0, 0.25, False, ["bad json"], "json_parse"),
+        scores=Scores({"exact_match": 0.0, "char_error_rate": 0.5, "length_ratio": 1.0, "word_overlap": 0.25}, False,
+                      [{"validator": "json_parse", "message": "bad json", "detail": None}], "json_parse"),
     )
     r.update(overrides)
     return r

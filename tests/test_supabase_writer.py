@@ -10,10 +10,11 @@ import httpx
 import pytest
 from tenacity import wait_none
 
-from predictions.rows import Generation, Sample, Scores, make_row
+from predictions.rows import COLUMN_TYPES, PLATFORM_COLUMNS, Generation, Sample, Scores, make_row
 from predictions.sanitize import sanitize_row
 from predictions.writers.base import PermanentWriteError, TransientWriteError
 from predictions.writers.supabase import FIX_KEY, FIX_RLS, FIX_TABLE, SupabaseWriter
+from tests.postgrest_double import PostgrestDouble, openapi
 
 URL = "https://project.supabase.co"
 SECRET = "sb_secret_do-not-leak-0123456789"
@@ -32,20 +33,25 @@ def row(i: int, prediction: str = "answer") -> dict:
         user_id="22222222-2222-2222-2222-222222222222",
         epoch=1.0,
         step=10,
-        sample=Sample(i, "prompt", "truth", "pid", i, "eval", "eval.jsonl"),
+        sample=Sample(i, "prompt", "truth", "pid", i, "dataset", "eval.jsonl"),
         generation=Generation(prediction, 5, 7, float("nan"), "eos", 64, False, None, None),
-        scores=Scores(False, 0.5, 1.0, 0.25, None, None, None),
+        scores=Scores({"exact_match": 0.0, "char_error_rate": 0.5, "length_ratio": 1.0, "word_overlap": 0.25}),
     )
 
 
 class Server:
-    """Answers requests from a script of responses (or exceptions); records what it was sent."""
+    """Answers requests from a script of responses (or exceptions); records what it was sent.
+    The table's description (GET /rest/v1/) is answered apart: every column of this image."""
 
     def __init__(self, *script):
         self.script = list(script)
         self.requests: list[httpx.Request] = []
+        self.described = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/rest/v1/":
+            self.described += 1
+            return httpx.Response(200, json=openapi(COLUMN_TYPES))
         self.requests.append(request)
         step = self.script.pop(0) if self.script else 201
         if isinstance(step, Exception):
@@ -215,3 +221,105 @@ def test_preflight_probe_refused_by_a_check_constraint_is_raised():
     server = Server((200, []), (400, {"code": "23514", "message": "violates check constraint"}))
     with pytest.raises(PermanentWriteError, match="constraint"):
         writer(server).preflight()
+
+
+# -- the platform's table as the platform made it: no added columns, no unique key -----------------
+
+PLATFORM_JOB, OWNER = "job_abc123", "22222222-2222-4222-8222-222222222222"
+
+
+def round_rows(step: int, n: int = 4) -> list[dict]:
+    """One round as this image makes it: fractional epoch, float latency, extra metrics."""
+    from predictions.scorer import score
+
+    return [make_row(job_id=PLATFORM_JOB, user_id=OWNER, epoch=step / 10 + 0.5, step=step,
+                     sample=Sample(i, f"q{i}", "Paris", "pid", i, "dataset", "train.jsonl"),
+                     generation=Generation("paris" if i % 2 else "rome", 5, 2, 41.7, "eos", 8, False, None, None),
+                     scores=score("paris" if i % 2 else "rome", "Paris"))
+            for i in range(n)]
+
+
+def platform_writer(table: PostgrestDouble) -> SupabaseWriter:
+    return SupabaseWriter(URL, SECRET, http_client=httpx.Client(transport=httpx.MockTransport(table)), wait=wait_none())
+
+
+def test_preflight_on_the_platforms_table_reports_what_it_lacks_and_the_command():
+    table = PostgrestDouble()
+    w = platform_writer(table)
+    w.preflight()
+    report = "\n".join(w.report())
+    assert "lacks 7 column(s) this image writes: epoch_progress, temperature, top_p, stop_reason, text_truncated," \
+           " metrics, generation_error" in report
+    assert "no unique key on (job_id, step, sample_index)" in report
+    assert "SUPABASE_DB_URL=postgresql://… python entrypoint.py migrate" in report
+    assert table.rows == []  # the probe was removed
+    assert "POST /rest/v1/training_predictions 42P10" in table.log  # ON CONFLICT refused: no key
+
+
+def test_rows_are_stored_once_without_the_unique_key_also_when_a_lost_response_is_retried():
+    lost = [httpx.ReadTimeout("the response never came")]
+
+    def lose_one_response():
+        if lost:
+            raise lost.pop()  # after the rows were stored: the writer cannot know they were
+
+    table = PostgrestDouble(after_insert=lose_one_response)
+    w = platform_writer(table)
+    w.preflight()
+    w.write(round_rows(10))  # stored, then the response is lost: retried
+    w.write(round_rows(10))  # the whole round again (a replay)
+    w.write(round_rows(20)[:2])
+    w.write(round_rows(20))  # half of it was there
+    assert table.keys() == [(PLATFORM_JOB, s, i) for s in (10, 20) for i in range(4)]
+    stored = table.rows[0]
+    assert stored["epoch"] == 1 and stored["exact_match"] == 0.0 and stored["latency_ms"] == 42
+    assert "epoch_progress" not in stored and "metrics" not in stored  # columns the table has not
+    assert not lost and "POST /rest/v1/training_predictions 201" in table.log
+
+
+def test_after_the_migration_the_same_writer_upserts():
+    from predictions.rows import COLUMN_TYPES
+
+    table = PostgrestDouble(COLUMN_TYPES, unique_key=True)
+    w = platform_writer(table)
+    w.preflight()
+    assert w.report() == ["table: training_predictions has every column and the unique key this image uses"]
+    w.write(round_rows(10))
+    w.write(round_rows(10))
+    assert table.keys() == [(PLATFORM_JOB, 10, i) for i in range(4)]
+    assert table.rows[0]["epoch_progress"] == 1.5 and table.rows[1]["metrics"] == {"word_f1": 1.0}
+
+
+def test_without_a_description_columns_and_the_key_are_learned_from_the_errors():
+    table = PostgrestDouble(describe=False)  # a PostgREST with its OpenAPI output turned off
+    w = platform_writer(table)
+    w.write(round_rows(10))
+    w.write(round_rows(10))
+    assert table.keys() == [(PLATFORM_JOB, 10, i) for i in range(4)]
+    assert sum("PGRST204" in line for line in table.log) == 7  # one per added column, once each
+    assert table.log.count("POST /rest/v1/training_predictions 42P10") == 1
+
+
+def test_a_needed_column_missing_is_refused_at_preflight_naming_it():
+    columns = {k: v for k, v in PLATFORM_COLUMNS.items() if k != "prediction"}
+    with pytest.raises(PermanentWriteError, match="has no column prediction: every prediction row needs it") as e:
+        platform_writer(PostgrestDouble(columns)).preflight()
+    assert "python entrypoint.py migrate" in str(e.value)
+
+
+def test_values_are_sent_in_the_live_tables_types():
+    # A table an earlier image version made: boolean exact_match, double epoch and latency.
+    columns = {**PLATFORM_COLUMNS, "exact_match": "boolean", "epoch": "double precision", "latency_ms": "double precision"}
+    table = PostgrestDouble(columns)
+    w = platform_writer(table)
+    w.write(round_rows(10))
+    assert "exact_match is boolean, not double precision" in "\n".join(w.report())
+    assert [r["exact_match"] for r in table.rows] == [False, True, False, True]
+    assert {r["epoch"] for r in table.rows} == {1.0}
+
+
+def test_a_value_the_column_cannot_read_is_permanent_and_says_so():
+    table = PostgrestDouble({**PLATFORM_COLUMNS, "job_id": "uuid"})  # job ids must be UUIDs there
+    with pytest.raises(PermanentWriteError, match="22P02.*invalid input syntax for type uuid"):
+        platform_writer(table).write(round_rows(10))
+    assert table.rows == []

@@ -17,7 +17,7 @@ from transformers.utils import logging as hf_logging
 
 from trainer import checkpoints
 from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
-from trainer.data import DataError, Example, load_examples, split_holdout, tokenize
+from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
 from trainer.fetch import DownloadError, local_path
 from trainer.model import load_model, load_tokenizer, resolve_precision, save_final
 
@@ -82,18 +82,23 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
     """The fixed sample: from samples_path, else the evaluation data, else the training data."""
     p = cfg.predictions
     if p.samples_path:
-        source, source_id = "samples", p.samples_path
+        source, source_id, path = "samples", p.samples_path, samples_file
         examples = load_examples(samples_file, tokenizer, log=log)
     elif evaluation:
-        source, source_id, examples = "eval", cfg.eval_dataset_path or "eval_split", evaluation
+        # A held-out split's rows come from (and are indexed in) the training file.
+        source, source_id, examples = "eval", cfg.eval_dataset_path or cfg.dataset_path, evaluation
+        path = local_path(source_id, cfg.output_dir)
     else:
         source, source_id, examples = "train", cfg.dataset_path, train
+        path = local_path(source_id, cfg.output_dir)
     from predictions.sampler import draw_samples
 
     triples = [(e.source_index, e.prompt, e.completion) for e in examples]
     # The file's name only: a signed URL's query string is a credential.
     name = Path(source_id.split("?", 1)[0]).name
-    return draw_samples(triples, p.sample_count, seed=p.seed, source=source, source_id=name)
+    # The rows as read give the platform's prompt ids (a hash of the source messages).
+    return draw_samples(triples, p.sample_count, seed=p.seed, source=source, source_id=name,
+                        source_rows=read_rows(path))
 
 
 def _several_ranks() -> bool:

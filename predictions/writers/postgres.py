@@ -1,7 +1,10 @@
 """The direct Postgres writer (psycopg): for a self-hosted Postgres, and CI's end-to-end tests.
 
 Used when SUPABASE_DB_URL is set and SUPABASE_URL is not. Same contract as the Supabase writer:
-one insert per batch in one transaction, duplicates on (job_id, step, sample_index) ignored,
+one insert per batch in one transaction, duplicates on (job_id, step, sample_index) ignored —
+with the unique key by ON CONFLICT, without it (the platform's table before the migrations) by
+inserting only keys not yet stored —, only the columns the table has, in their types
+(predictions/tableshape.py, read from the catalog on first use),
 errors typed as transient (connection lost: retry later) or permanent (the message says what to
 fix). Rows are sanitised here, as the Supabase writer does (predictions/sanitize.py).
 """
@@ -18,22 +21,50 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from predictions.migrations import redact
 from predictions.rows import CONFLICT_KEY, ROW_COLUMNS
 from predictions.sanitize import sanitize_row
+from predictions.tableshape import MIGRATE_COMMAND, TableShape
 from predictions.writers.base import PermanentWriteError, TransientWriteError
 
 T = TypeVar("T")
 
 TABLE = "training_predictions"
-FIX_TABLE = "table public.training_predictions not found: apply the migrations (set SUPABASE_DB_URL and restart)"
+FIX_TABLE = f"table public.training_predictions not found: apply the migrations once: {MIGRATE_COMMAND}"
 FIX_PRIVILEGE = ("the database role may not insert into public.training_predictions: connect as a role with "
                  "the grants of sql/ (the service role or the table's owner)")
-FIX_SCHEMA = "public.training_predictions does not match sql/: apply the migrations (set SUPABASE_DB_URL and restart)"
+FIX_SCHEMA = f"public.training_predictions does not match sql/: apply the migrations once: {MIGRATE_COMMAND}"
 
-_INSERT = sql.SQL("insert into public.{} ({}) values ({}) on conflict ({}) do nothing").format(
-    sql.Identifier(TABLE),
-    sql.SQL(", ").join(map(sql.Identifier, ROW_COLUMNS)),
-    sql.SQL(", ").join(sql.Placeholder() * len(ROW_COLUMNS)),
-    sql.SQL(", ").join(map(sql.Identifier, CONFLICT_KEY)),
-)
+#: The table's columns and their types as the catalog formats them ("integer", "double precision").
+_COLUMNS = """
+select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a
+ where a.attrelid = 'public.training_predictions'::regclass and a.attnum > 0 and not a.attisdropped
+"""
+#: Whether some unique index (a unique constraint, or a primary key) is exactly (job_id, step, sample_index).
+_HAS_KEY = """
+select exists (
+  select 1 from pg_index i
+   where i.indrelid = 'public.training_predictions'::regclass and i.indisunique and i.indpred is null
+     and (select array_agg(a.attname::text order by a.attname) from pg_attribute a
+           where a.attrelid = i.indrelid and a.attnum = any (i.indkey)) = array['job_id', 'sample_index', 'step']
+     and i.indnkeyatts = 3)
+"""
+
+
+def _insert_statement(shape: TableShape) -> tuple[sql.Composed, list[str]]:
+    """The insert for `shape` and its parameter columns: ON CONFLICT with the key; without it
+    `insert … select … where not exists` the same key (the key's three columns come twice)."""
+    columns = [c for c in ROW_COLUMNS if c in shape.columns]
+    values = sql.SQL(", ").join(
+        sql.SQL("{}::{}").format(sql.Placeholder(), sql.SQL(shape.columns[c])) for c in columns)
+    target = sql.SQL("insert into public.{} ({})").format(
+        sql.Identifier(TABLE), sql.SQL(", ").join(map(sql.Identifier, columns)))
+    if shape.unique_key:
+        statement = sql.SQL("{} values ({}) on conflict ({}) do nothing").format(
+            target, values, sql.SQL(", ").join(map(sql.Identifier, CONFLICT_KEY)))
+        return statement, columns
+    exists = sql.SQL(" and ").join(
+        sql.SQL("{} = {}::{}").format(sql.Identifier(c), sql.Placeholder(), sql.SQL(shape.columns[c])) for c in CONFLICT_KEY)
+    statement = sql.SQL("{} select {} where not exists (select 1 from public.{} where {})").format(
+        target, values, sql.Identifier(TABLE), exists)
+    return statement, columns + list(CONFLICT_KEY)
 
 
 def _classify(e: psycopg.Error) -> Exception:
@@ -86,6 +117,7 @@ class PostgresWriter:
         self._connect_timeout = max(1, round(connect_timeout_s))
         self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self._conn: psycopg.Connection | None = None
+        self._shape: TableShape | None = None
         # Transient failures only (a restart, a dropped connection), bounded: the round is in the
         # spool anyway, and `python entrypoint.py replay` can send it later.
         self._retrying = Retrying(
@@ -127,15 +159,35 @@ class PostgresWriter:
         if not rows:
             return
         clean = [sanitize_row(r, max_text_chars=self.max_text_chars) for r in rows]
-        params = [
-            [Jsonb(row[c]) if c == "validation_errors" and row[c] is not None else row[c] for c in ROW_COLUMNS]
-            for row in clean
-        ]
         # executemany pipelines the rows: one round trip for the batch, not one per row.
-        self._retrying(self._run, lambda conn: conn.cursor().executemany(_INSERT, params))
+        self._retrying(self._run, lambda conn: self._insert(conn, clean))
+
+    def _insert(self, conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
+        shape = self._table_shape(conn)
+        statement, columns = _insert_statement(shape)
+        params = []
+        for row in rows:
+            adapted = shape.adapt(row)
+            params.append([Jsonb(adapted.get(c)) if shape.columns[c] in ("jsonb", "json") and adapted.get(c) is not None
+                           else adapted.get(c) for c in columns])
+        conn.cursor().executemany(statement, params)
+
+    def _table_shape(self, conn: psycopg.Connection) -> TableShape:
+        """The table's columns, types and unique key (read once per writer: one catalog query)."""
+        if self._shape is None:
+            shape = TableShape(dict(conn.execute(_COLUMNS).fetchall()))
+            shape.unique_key = bool(conn.execute(_HAS_KEY).fetchone()[0])
+            shape.check_needed()
+            self._shape = shape
+        return self._shape
+
+    def report(self) -> list[str]:
+        """Startup report lines about the table (after preflight): what it lacks, the fix."""
+        return self._shape.report() if self._shape is not None else []
 
     def preflight(self) -> None:
-        """Raise PermanentWriteError unless the table is reachable and this role may insert into it."""
+        """Raise PermanentWriteError unless the table is reachable, has the columns rows need and
+        this role may insert into it."""
 
         def check(conn: psycopg.Connection) -> None:
             if conn.execute("select to_regclass('public.training_predictions')").fetchone()[0] is None:
@@ -145,6 +197,8 @@ class PostgresWriter:
             ).fetchone()[0]
             if not allowed:
                 raise PermanentWriteError(FIX_PRIVILEGE)
+            self._shape = None  # read afresh: the migrations may just have changed it
+            self._table_shape(conn)
 
         self._run(check)
 

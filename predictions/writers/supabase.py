@@ -1,15 +1,21 @@
 """The Supabase writer: rows go to `training_predictions` through the REST API (PostgREST).
 
-Only the service-role key writes (RLS lets nothing else insert). One batched upsert per request,
-duplicates ignored on (job_id, step, sample_index), so a retried or replayed round never doubles
-a row. Failures are sorted into TransientWriteError (retried here with tenacity) and
+Only the service-role key writes (the platform's pods write with it). The writer adapts to the
+live table, which it reads at preflight from PostgREST's OpenAPI description: it sends only the
+columns the table has, in their types (predictions/tableshape.py). With the unique key on
+(job_id, step, sample_index) one batched upsert per request ignores duplicates; without it (the
+platform's table as the platform made it: ON CONFLICT answers 42P10) each write reads which
+samples of the round are stored and inserts only the others. Either way a retried or replayed
+round never doubles a row. Failures are sorted into TransientWriteError (retried here with tenacity) and
 PermanentWriteError (never retried; the message says what to fix). The key never appears in a
 message or a repr.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+from collections import defaultdict
 from typing import Any
 
 import httpx
@@ -22,6 +28,7 @@ from tenacity.wait import wait_base
 from predictions.keys import key_role
 from predictions.rows import CONFLICT_KEY, Generation, Sample, Scores, make_row
 from predictions.sanitize import sanitize_row, split_by_bytes
+from predictions.tableshape import MIGRATE_COMMAND, TableShape
 from predictions.writers.base import PermanentWriteError, TransientWriteError
 
 TABLE = "training_predictions"
@@ -36,13 +43,8 @@ FIX_RLS = (
     "row-level security rejected the insert: the key is not the service_role key; "
     "set SUPABASE_SERVICE_KEY"
 )
-FIX_TABLE = (
-    f"table {TABLE} not found: apply the migrations (set SUPABASE_DB_URL) or run sql/ in the SQL editor"
-)
-FIX_COLUMN = (
-    f"a column of {TABLE} is missing: the table is older than this image; apply the migrations "
-    "(set SUPABASE_DB_URL) or run sql/ in the SQL editor"
-)
+FIX_TABLE = f"table {TABLE} not found: apply the migrations once: {MIGRATE_COMMAND}"
+FIX_COLUMN = f"a column of {TABLE} is missing: the table is older than this image; run once: {MIGRATE_COMMAND}"
 FIX_CONSTRAINT = f"a row broke a constraint of {TABLE}: check that sql/ migrations match this image"
 
 # Postgres / PostgREST codes that mean "the database is (momentarily) not there": connection
@@ -55,6 +57,14 @@ TRANSIENT_CODES = {
 JWT_CODES = {"PGRST300", "PGRST301", "PGRST302", "PGRST303"}
 # httpx failures where the request may not have reached the server, or the answer was lost.
 TRANSIENT_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
+
+
+def _unknown_column(e: Exception) -> str | None:
+    """The column of a PGRST204 ("Could not find the 'x' column of 'training_predictions' …")."""
+    if getattr(e, "code", None) != "PGRST204":
+        return None
+    found = re.search(r"the '([^']+)' column", str(e))
+    return found.group(1) if found else None
 
 
 def classify(status: int | None, code: str | None) -> type[TransientWriteError] | type[PermanentWriteError]:
@@ -137,6 +147,7 @@ class SupabaseWriter:
         # the status is what tells a 429 or a 503 from a 400 when the body has no code.
         self._status = threading.local()
         self._http.event_hooks["response"].append(self._remember_status)
+        self._shape: TableShape | None = None
         self._client = create_client(
             url,
             service_key,
@@ -161,10 +172,26 @@ class SupabaseWriter:
     # -- the protocol ---------------------------------------------------------------------------
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        """Sanitise, split into bodies under max_request_bytes, upsert each with retries."""
+        """Sanitise, split into bodies under max_request_bytes, store each with retries."""
+        if not rows:
+            return
+        shape = self.table_shape()
         clean = [sanitize_row(r, max_text_chars=self.max_text_chars) for r in rows]
-        for chunk in split_by_bytes(clean, self.max_request_bytes):
-            self._with_retries(lambda chunk=chunk: self._upsert(chunk), what=f"{len(chunk)} rows")
+        for chunk in split_by_bytes([shape.adapt(r) for r in clean], self.max_request_bytes):
+            # The whole store (read + insert without the key) is one attempt: a retry after a
+            # timeout whose insert did land reads that row back and does not insert it again.
+            self._with_retries(lambda chunk=chunk: self._store(chunk), what=f"{len(chunk)} rows")
+
+    def table_shape(self) -> TableShape:
+        """The live table's columns and types (read once, from PostgREST's OpenAPI description)."""
+        if self._shape is None:
+            self._with_retries(self._describe_table, what="table description")
+        assert self._shape is not None
+        return self._shape
+
+    def report(self) -> list[str]:
+        """Startup report lines about the table (after preflight): what it lacks, the fix."""
+        return self.table_shape().report()
 
     def close(self) -> None:
         """Release the connections (only those of a client this writer made)."""
@@ -184,19 +211,87 @@ class SupabaseWriter:
                 "under RLS; set SUPABASE_SERVICE_KEY to the service_role key"
             )
         self._with_retries(self._check_table, what="table check")
-        # The write check upserts a probe row and deletes it: it proves the grants, RLS and the
-        # columns this image sends (a missing column is PGRST204 here, not mid-training). A
-        # foreign-key error (23503: the nil ids name no job or user) proves it too: Postgres
-        # checks privileges and RLS before constraints, so the key was allowed to insert. Other
-        # constraint errors are raised: real rows would break them as well.
+        shape = self.table_shape()
+        shape.check_needed()
+        # The write check stores a probe row and deletes it: it proves the grants, RLS and the
+        # columns sent, and finds out whether the unique key exists. A foreign-key error (23503:
+        # the nil ids name no job or user) proves it too: Postgres checks privileges and RLS
+        # before constraints, so the key was allowed to insert. Other constraint errors are
+        # raised: real rows would break them as well.
         try:
-            self._with_retries(lambda: self._upsert([self._probe_row()]), what="write check")
+            self._with_retries(lambda: self._store([shape.adapt(self._probe_row())]), what="write check")
         except PermanentWriteError as e:
             if getattr(e, "code", None) != "23503":
                 raise
         self._with_retries(self._delete_probe, what="probe cleanup")
 
     # -- requests and their failures ------------------------------------------------------------
+
+    def _describe_table(self) -> None:
+        """Read the table's columns and types from PostgREST's OpenAPI description (GET /rest/v1/,
+        service key): definitions.training_predictions.properties.<column>.format is the Postgres
+        type. A server that does not describe itself leaves the shape sql/ makes; unknown columns
+        are then learned from PGRST204 at the first write."""
+        try:
+            response = self._http.get(
+                f"{self.url.rstrip('/')}/rest/v1/",
+                headers={"apikey": self._key, "Authorization": f"Bearer {self._key}",
+                         "Accept": "application/openapi+json"},
+            )
+        except TRANSIENT_HTTPX as e:
+            raise TransientWriteError(self._redact(f"{TABLE}: describing the table: {type(e).__name__}: {e}")) from None
+        if classify(response.status_code, None) is TransientWriteError:  # 5xx, 408, 429: try again
+            raise TransientWriteError(f"{TABLE}: describing the table: HTTP {response.status_code}")
+        try:
+            spec = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            spec = {}
+        properties = (spec.get("definitions") or {}).get(TABLE, {}).get("properties") if isinstance(spec, dict) else None
+        if isinstance(properties, dict) and properties:
+            self._shape = TableShape({name: str(p.get("format") or "") for name, p in properties.items()})
+        else:
+            self._shape = TableShape.assumed()
+
+    def _store(self, rows: list[dict[str, Any]]) -> None:
+        """Store rows once: an upsert ignoring duplicates, or without the unique key, an insert of
+        the samples not yet stored. A column the server does not know (PGRST204) is dropped from
+        the shape and the rows sent again without it."""
+        shape = self.table_shape()
+        while True:
+            try:
+                if shape.unique_key is not False:
+                    try:
+                        self._upsert(rows)
+                        shape.unique_key = True
+                        return
+                    except PermanentWriteError as e:
+                        if getattr(e, "code", None) != "42P10":  # no unique key for ON CONFLICT
+                            raise
+                        shape.unique_key = False
+                self._insert_missing(rows)
+                return
+            except PermanentWriteError as e:
+                column = _unknown_column(e)
+                if column is None or column not in shape.columns:
+                    raise
+                shape.drop(column)  # raises for a needed column
+                rows = [{k: v for k, v in r.items() if k != column} for r in rows]
+
+    def _insert_missing(self, rows: list[dict[str, Any]]) -> None:
+        """Without the unique key: per (job_id, step), read the stored sample indexes, insert the rest."""
+        by_round: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_round[(row["job_id"], row["step"])].append(row)
+        for (job_id, step), batch in by_round.items():
+            query = self._client.table(TABLE).select("sample_index").eq("job_id", job_id).eq("step", step)
+            stored = {r["sample_index"] for r in self._execute(query)}
+            # One row per key even if the batch repeats one (the first, as an upsert would keep).
+            fresh: dict[Any, dict[str, Any]] = {}
+            for row in batch:
+                if row["sample_index"] not in stored:
+                    fresh.setdefault(row["sample_index"], row)
+            if fresh:
+                self._execute(self._client.table(TABLE).insert(list(fresh.values()), returning=ReturnMethod.minimal))
 
     def _upsert(self, rows: list[dict[str, Any]]) -> None:
         query = self._client.table(TABLE).upsert(
@@ -214,11 +309,11 @@ class SupabaseWriter:
         query = self._client.table(TABLE).delete(returning=ReturnMethod.minimal)
         self._execute(query.eq("job_id", PROBE_JOB_ID).eq("step", PROBE_STEP))
 
-    def _execute(self, query: Any) -> None:
-        """Run one request; any failure becomes a Transient- or PermanentWriteError."""
+    def _execute(self, query: Any) -> list[dict[str, Any]]:
+        """Run one request and return its rows; any failure becomes a Transient- or PermanentWriteError."""
         self._status.value = None
         try:
-            query.execute()
+            return query.execute().data or []
         except TRANSIENT_HTTPX as e:
             raise TransientWriteError(self._redact(f"{TABLE}: {type(e).__name__}: {e}")) from None
         except httpx.HTTPError as e:
@@ -268,7 +363,7 @@ class SupabaseWriter:
             user_id=PROBE_JOB_ID,
             epoch=0.0,
             step=PROBE_STEP,
-            sample=Sample(0, "preflight probe", "", "preflight", 0, "samples", "preflight"),
+            sample=Sample(0, "preflight probe", "", "preflight", 0, "prediction_set", "preflight"),
             generation=Generation("", 0, 0, 0.0, "eos", 1, False, None, None),
-            scores=Scores(True, 0.0, 1.0, 1.0, None, None, None),
+            scores=Scores(),
         )
