@@ -73,12 +73,12 @@ def test_empty_variables_mean_unset(env):
         ("TRAINING_CONFIG", '{\n "epochs": 3,\n}', "TRAINING_CONFIG: malformed JSON at line 3 column 1"),
         ("TRAINING_CONFIG", "[1]", "TRAINING_CONFIG: must be a JSON object"),
         ("TRAINING_CONFIG", {"epochs": 3}, "TRAINING_CONFIG.epochs: unknown key"),
-        ("TRAINING_CONFIG", {"lora": {"rank": 3}}, "TRAINING_CONFIG.lora.rank: unknown key (a typo would be silently ignored); accepted: r, alpha"),
+        ("TRAINING_CONFIG", {"lora": {"rank": 3}}, "TRAINING_CONFIG.lora.rank: unknown key; accepted: r, alpha"),
         ("TRAINING_CONFIG", {"learning_rate": "fast"}, "TRAINING_CONFIG.learning_rate: Input should be a valid number"),
         ("TRAINING_CONFIG", {"learning_rate": -1}, "TRAINING_CONFIG.learning_rate: Input should be greater than 0 (got -1)"),
         ("TRAINING_CONFIG", {"finetuning": "dora"}, "TRAINING_CONFIG.finetuning: Input should be 'full', 'lora' or 'qlora'"),
         ("TRAINING_CONFIG", {"eval_strategy": "steps"}, "TRAINING_CONFIG.eval_steps"),
-        ("PREDICTIONS_CONFIG", {"enabled": True, "sample_count": 0}, "PREDICTIONS_CONFIG.sample_count: Input should be greater than or equal to 1"),
+        ("PREDICTIONS_CONFIG", {"enabled": True, "sample_count": 0}, "PREDICTIONS_CONFIG.sample_count: must be at least 1 when predictions are enabled (got 0)"),
         ("PREDICTIONS_CONFIG", {"enabled": True, "sample_count": MAX_SAMPLE_COUNT + 1}, f"less than or equal to {MAX_SAMPLE_COUNT}"),
         ("PREDICTIONS_CONFIG", {"enabled": True, "sample_frequency": "hourly"}, "PREDICTIONS_CONFIG.sample_frequency: Input should be 'eval', 'epoch' or 'steps' (got 'hourly')"),
         ("PREDICTIONS_CONFIG", {"enabled": True, "sample_frequency": "steps"}, "PREDICTIONS_CONFIG.step_interval: must be a positive integer"),
@@ -115,7 +115,7 @@ def test_dataset_required_outside_the_demo(env):
         ({"SUPABASE_URL": "https://x.supabase.co"}, "missing SUPABASE_SERVICE_KEY"),
         ({"SUPABASE_SERVICE_KEY": "sb_secret_x"}, "missing SUPABASE_URL"),
         ({"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_KEY": "sb_secret_x"}, "JOB_ID: not set"),
-        ({"SUPABASE_DB_URL": "postgresql://u:p@h/db", "JOB_ID": "job-1"}, "JOB_ID: must be a UUID"),
+        ({"SUPABASE_DB_URL": "postgresql://u:p@h/db", "JOB_ID": "job-1", "USER_ID": "me"}, "USER_ID: must be a UUID"),
     ],
 )
 def test_half_configured_database_mode_is_refused(env, values, expected):
