@@ -289,6 +289,23 @@ def test_the_report_shows_json_variables_by_keys_and_urls_without_their_query(en
     assert "learning rate: 2e-05 — default" in text
 
 
+def test_the_report_prints_the_effective_settings_and_their_sources(env):
+    from rich.console import Console
+
+    from trainer.report import print_report
+
+    cfg = env(TRAINING_CONFIG={"max_steps": 5, "gradient_accumulation_steps": 2})()
+    console = Console(width=400, record=True, file=open(os.devnull, "w"))
+    print_report(cfg, 2, "cpu", "no", console=console)
+    text = console.export_text()
+    assert "length: 5 steps — TRAINING_CONFIG" in text
+    assert "learning rate: 0.002 — demo" in text  # one key set: the demo's other defaults stay
+    assert "batch: 32 per process × 2 accumulation × 2 processes = 128 rows per step — TRAINING_CONFIG / demo" in text
+    assert "optimizer: adamw_torch — default" in text
+    assert "evaluation: epoch — follows the data (evaluation data present)" in text
+    assert "predictions: 24 samples, at each epoch end, max_new_tokens 8 — demo" in text
+
+
 def test_redaction():
     from trainer.redact import redact_text, redact_url
 

@@ -171,3 +171,24 @@ def test_a_real_short_training_run_from_a_nested_platform_configuration(tmp_path
     assert {r["job_id"] for r in rows} == {"job_abc123"} and all(len([x for x in rows if x["step"] == s]) == 4
                                                                   for s in (0, 6, 12))
     assert (out / "final" / "model.safetensors").exists()
+
+
+def test_the_platforms_8bit_lora_loads_8bit_weights_under_an_adapter(platform_env, monkeypatch):
+    """training.quantization.load_in_8bit → BitsAndBytesConfig(load_in_8bit) + LoRA; one real step."""
+    import torch
+
+    from trainer.model import load_model, load_tokenizer
+
+    config = json.loads((CORPUS / "stored_sft_8bit_lora.json").read_text())
+    config["model"]["name"] = "demo"  # the same settings on the bundled model (nothing downloaded)
+    config.pop("tokenizer")
+    cfg = platform_env(config)
+    assert cfg.training.finetuning == "lora" and cfg.training.quant_bits == 8
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, tokenizer, log=lambda _m: None)
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert type(layer.base_layer).__name__ == "Linear8bitLt" and hasattr(layer, "lora_A")
+    ids = torch.tensor([[tokenizer.bos_token_id, 5, 6, 7]])
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss) and layer.lora_B["default"].weight.grad is not None

@@ -109,8 +109,17 @@ def settings_lines(cfg: JobConfig, processes: int, precision: str, optim: str, o
     t, src = cfg.training, cfg.training_sources or {}
 
     def where(*keys: str) -> str:
-        found = sorted({src.get(k, "default") for k in keys})
-        return " / ".join(found)
+        """The sources of `keys`: "demo / default", or "platform config (training.a, training.b)"."""
+        found, platform = [], []
+        for k in keys:
+            source = src.get(k, "default")
+            if source.startswith("platform config ("):
+                platform.append(source[len("platform config ("):-1])
+            elif source not in found:
+                found.append(source)
+        if platform:
+            found.append(f"platform config ({', '.join(dict.fromkeys(platform))})")
+        return " / ".join(sorted(found))
 
     lines = ["settings (value — where it came from):"]
     if t.max_steps > 0:
