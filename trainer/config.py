@@ -523,7 +523,7 @@ def _predictions_config(env: Environment, demo: bool, platform_block: dict | Non
         return None, source, variable
 
 
-def _check_training(t: TrainingConfig, has_eval: bool, eval_set: bool, problems: _Problems, key) -> TrainingConfig:
+def _check_training(t: TrainingConfig, has_eval: bool, problems: _Problems, key) -> TrainingConfig:
     """Checks across keys; the default eval_strategy follows the data actually available."""
     var = "TRAINING_CONFIG"
     if t.eval_strategy is None:
@@ -648,7 +648,7 @@ def load_config() -> JobConfig:
     if training is not None:
         origin = mapped.origin if mapped else {}
         key = (lambda k: origin.get(k, k)) if shape == "platform" else (lambda k: k)
-        training = _check_training(training, has_eval, eval_dataset is not None, problems, key)
+        training = _check_training(training, has_eval, problems, key)
     if predictions is not None:
         _check_predictions(predictions, training, has_eval, pred_variable, problems)
         _refuse_sharded(predictions)

@@ -141,7 +141,7 @@ def settings_lines(cfg: JobConfig, processes: int, precision: str, optim: str, o
                  + (f" (asked {asked}; a CPU trains in fp32)" if asked not in ("auto", "no") and precision == "no" else ""))
     lines.append(f"  fine-tuning: {t.finetuning}" + (f", {t.quant_bits}-bit weights" if t.quant_bits else "")
                  + (f", LoRA r={t.lora.r} alpha={t.lora.alpha}" if t.finetuning != "full" else "")
-                 + f" — {where('finetuning', 'lora', 'quantization')}")
+                 + f" — {where('finetuning', *(('lora', 'quantization') if t.finetuning != 'full' else ()))}")
     if "eval_strategy" in src:
         ev = f"{t.eval_strategy} — {src['eval_strategy']}"
     else:
