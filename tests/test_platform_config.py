@@ -192,3 +192,12 @@ def test_the_platforms_8bit_lora_loads_8bit_weights_under_an_adapter(platform_en
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     assert torch.isfinite(loss) and layer.lora_B["default"].weight.grad is not None
+
+
+def test_a_storage_path_for_samples_says_it_must_be_a_signed_url(platform_env):
+    config = json.loads((CORPUS / "deploy_route_steps_inline_schema_object.json").read_text())
+    config["predictions"]["samples_path"] = "prediction-sets/abc.jsonl.gz"  # as the platform's UI stores it
+    with pytest.raises(ConfigError) as info:
+        platform_env(config)
+    assert ("TRAINING_CONFIG.predictions.samples_path: file not found: 'prediction-sets/abc.jsonl.gz'; a path in "
+            "the platform's storage must reach the pod as a signed https URL") in str(info.value)

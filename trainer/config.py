@@ -592,7 +592,11 @@ def _check_predictions(p: PredictionsConfig, t: TrainingConfig | None, has_eval:
                      'TRAINING_CONFIG.eval_split, with eval_strategy "steps" or "epoch") or choose "epoch"',
                      f"{prefix}sample_frequency")
     if p.samples_path:
-        _check_path(variable, p.samples_path, problems, f"{prefix}samples_path")
+        if not is_url(p.samples_path) and not Path(p.samples_path).is_absolute() and not Path(p.samples_path).exists():
+            problems.add(variable, f"file not found: {p.samples_path!r}; a path in the platform's storage must reach "
+                         "the pod as a signed https URL (or a file on the volume)", f"{prefix}samples_path")
+        else:
+            _check_path(variable, p.samples_path, problems, f"{prefix}samples_path")
     if v.json_schema_path:
         if not Path(v.json_schema_path).exists():
             _check_path(variable, v.json_schema_path, problems, f"{prefix}validators.json_schema_path")
@@ -651,7 +655,10 @@ def load_config() -> JobConfig:
         training = _check_training(training, has_eval, problems, key)
     if predictions is not None:
         _check_predictions(predictions, training, has_eval, pred_variable, problems)
-        _refuse_sharded(predictions)
+        try:
+            _refuse_sharded(predictions)
+        except ConfigError as e:  # reported with the others
+            problems.extend(e.problems)
 
     storage, reason = _storage_mode(env, problems)
     job_id, user_id = env.JOB_ID or "local", env.USER_ID
