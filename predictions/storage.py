@@ -57,7 +57,8 @@ def prepare_database(cfg: JobConfig, *, replay_previous: bool, log: Callable[[st
     writer = make_writer(cfg)
     try:
         writer.preflight()
-        log(f"preflight: ok — {cfg.storage}: the key may write, the table training_predictions is reachable")
+        who = "the service_role key may write" if cfg.storage == "supabase" else "the database user may write"
+        log(f"preflight: ok — {cfg.storage}: {who}, the table training_predictions is reachable")
         spool = cfg.predictions_path
         if replay_previous and cfg.predictions.enabled and spool.exists() and spool.stat().st_size:
             from predictions.replay import replay_spool
