@@ -98,7 +98,9 @@ def quantization_config(training: TrainingConfig, dtype):
     if training.quant_bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     if training.quant_bits == 4:
-        compute = getattr(torch, q.bnb_4bit_compute_dtype) if q.bnb_4bit_compute_dtype else dtype
+        # a CPU computes in fp32 whatever the configuration says (as it trains in fp32)
+        asked = q.bnb_4bit_compute_dtype if torch.cuda.is_available() else None
+        compute = getattr(torch, asked) if asked else dtype
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=q.bnb_4bit_quant_type,
