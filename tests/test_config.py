@@ -161,13 +161,13 @@ def test_every_problem_is_reported_at_once(tmp_path):
         OUTPUT_DIR=str(tmp_path / "out"), MODEL_NAME="my/model", DATASET_PATH="/nope.jsonl",
         TRAINING_CONFIG='{"learning_rate": "fast", "epochs": 3, "lr_scheduler_type": "cosine_annealing"}',
         PREDICTIONS_CONFIG='{"enabled": true, "sample_count": 0, "sample_frequency": "hourly"}',
-        SUPABASE_URL="https://x.supabase.co",
+        SUPABASE_URL="https://x.supabase.co", NUM_PROCESSES="two",
     )
     code = "import entrypoint, sys; rc = entrypoint.main([]); assert 'torch' not in sys.modules; sys.exit(rc)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == EXIT_CONFIG, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "configuration error: 6 problems:" in out, out
+    assert "configuration error: 7 problems:" in out, out
     for part in (
         "  - TRAINING_CONFIG.learning_rate: Input should be a valid number",
         "  - TRAINING_CONFIG.epochs: unknown key; accepted: num_train_epochs, max_steps",
@@ -175,6 +175,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         "  - PREDICTIONS_CONFIG.sample_frequency: Input should be 'eval', 'epoch' or 'steps' (got 'hourly')",
         "  - DATASET_PATH: file not found: '/nope.jsonl'",
         "database mode is half-configured: missing SUPABASE_SERVICE_KEY",
+        "  - NUM_PROCESSES: Input should be a valid integer",
     ):
         assert part in out, out
     assert not (tmp_path / "out").exists()

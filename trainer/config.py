@@ -614,9 +614,11 @@ def load_config() -> JobConfig:
     try:
         env = Environment()
     except ValidationError as e:
+        failed = {}
         for err in e.errors():
             problems.add(str(err["loc"][0]), f"{err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(problems) from None
+            failed[str(err["loc"][0])] = None
+        env = Environment(**failed)  # the rest is still checked: every problem in one message
 
     # The model: MODEL_NAME, or the platform configuration's model.name (the demo's defaults
     # apply under the user's keys only when the model is the demo)
