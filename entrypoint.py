@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config()
     except ConfigError as e:
         log(f"configuration error: {e}")
-        log("the pod stops before loading anything; fix the variable above and start it again")
+        log("the pod stops before loading anything; fix what is listed above and start it again")
         return EXIT_CONFIG
 
     if opts.command == "report":

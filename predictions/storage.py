@@ -57,7 +57,8 @@ def prepare_database(cfg: JobConfig, *, replay_previous: bool, log: Callable[[st
     writer = make_writer(cfg)
     try:
         writer.preflight()
-        log(f"preflight: ok — {cfg.storage}: the key may write, the table training_predictions is reachable")
+        who = "the service_role key may write" if cfg.storage == "supabase" else "the database user may write"
+        log(f"preflight: ok — {cfg.storage}: {who}, the table training_predictions is reachable")
         for line in writer.report():  # what the live table lacks, and the one command that adds it
             log(line)
         spool = cfg.predictions_path

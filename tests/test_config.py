@@ -73,12 +73,12 @@ def test_empty_variables_mean_unset(env):
         ("TRAINING_CONFIG", '{\n "epochs": 3,\n}', "TRAINING_CONFIG: malformed JSON at line 3 column 1"),
         ("TRAINING_CONFIG", "[1]", "TRAINING_CONFIG: must be a JSON object"),
         ("TRAINING_CONFIG", {"epochs": 3}, "TRAINING_CONFIG.epochs: unknown key"),
-        ("TRAINING_CONFIG", {"lora": {"rank": 3}}, "TRAINING_CONFIG.lora.rank: unknown key (a typo would be silently ignored); accepted: r, alpha"),
+        ("TRAINING_CONFIG", {"lora": {"rank": 3}}, "TRAINING_CONFIG.lora.rank: unknown key; accepted: r, alpha"),
         ("TRAINING_CONFIG", {"learning_rate": "fast"}, "TRAINING_CONFIG.learning_rate: Input should be a valid number"),
         ("TRAINING_CONFIG", {"learning_rate": -1}, "TRAINING_CONFIG.learning_rate: Input should be greater than 0 (got -1)"),
         ("TRAINING_CONFIG", {"finetuning": "dora"}, "TRAINING_CONFIG.finetuning: Input should be 'full', 'lora' or 'qlora'"),
         ("TRAINING_CONFIG", {"eval_strategy": "steps"}, "TRAINING_CONFIG.eval_steps"),
-        ("PREDICTIONS_CONFIG", {"enabled": True, "sample_count": 0}, "PREDICTIONS_CONFIG.sample_count: Input should be greater than or equal to 1"),
+        ("PREDICTIONS_CONFIG", {"enabled": True, "sample_count": 0}, "PREDICTIONS_CONFIG.sample_count: must be at least 1 when predictions are enabled (got 0)"),
         ("PREDICTIONS_CONFIG", {"enabled": True, "sample_count": MAX_SAMPLE_COUNT + 1}, f"less than or equal to {MAX_SAMPLE_COUNT}"),
         ("PREDICTIONS_CONFIG", {"enabled": True, "sample_frequency": "hourly"}, "PREDICTIONS_CONFIG.sample_frequency: Input should be 'eval', 'epoch' or 'steps' (got 'hourly')"),
         ("PREDICTIONS_CONFIG", {"enabled": True, "sample_frequency": "steps"}, "PREDICTIONS_CONFIG.step_interval: must be a positive integer"),
@@ -115,7 +115,7 @@ def test_dataset_required_outside_the_demo(env):
         ({"SUPABASE_URL": "https://x.supabase.co"}, "missing SUPABASE_SERVICE_KEY"),
         ({"SUPABASE_SERVICE_KEY": "sb_secret_x"}, "missing SUPABASE_URL"),
         ({"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_KEY": "sb_secret_x"}, "JOB_ID: not set"),
-        ({"SUPABASE_DB_URL": "postgresql://u:p@h/db", "JOB_ID": "job-1"}, "JOB_ID: must be a UUID"),
+        ({"SUPABASE_DB_URL": "postgresql://u:p@h/db", "JOB_ID": "job-1", "USER_ID": "me"}, "USER_ID: must be a UUID"),
     ],
 )
 def test_half_configured_database_mode_is_refused(env, values, expected):
@@ -152,3 +152,165 @@ def test_sharded_training_with_predictions_is_refused_up_front(env, monkeypatch)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     assert "a single rank cannot generate from a sharded model" in error_of(env())
     assert not env(PREDICTIONS_CONFIG={"enabled": False})().predictions.enabled
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    """Several mistakes in several variables: one message naming each, exit 78, nothing loaded."""
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    env.update(
+        OUTPUT_DIR=str(tmp_path / "out"), MODEL_NAME="my/model", DATASET_PATH="/nope.jsonl",
+        TRAINING_CONFIG='{"learning_rate": "fast", "epochs": 3, "lr_scheduler_type": "cosine_annealing"}',
+        PREDICTIONS_CONFIG='{"enabled": true, "sample_count": 0, "sample_frequency": "hourly"}',
+        SUPABASE_URL="https://x.supabase.co", NUM_PROCESSES="two",
+    )
+    code = "import entrypoint, sys; rc = entrypoint.main([]); assert 'torch' not in sys.modules; sys.exit(rc)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_CONFIG, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "configuration error: 7 problems:" in out, out
+    for part in (
+        "  - TRAINING_CONFIG.learning_rate: Input should be a valid number",
+        "  - TRAINING_CONFIG.epochs: unknown key; accepted: num_train_epochs, max_steps",
+        "  - TRAINING_CONFIG.lr_scheduler_type: Input should be 'linear', 'cosine', 'cosine_with_restarts'",
+        "  - PREDICTIONS_CONFIG.sample_frequency: Input should be 'eval', 'epoch' or 'steps' (got 'hourly')",
+        "  - DATASET_PATH: file not found: '/nope.jsonl'",
+        "database mode is half-configured: missing SUPABASE_SERVICE_KEY",
+        "  - NUM_PROCESSES: Input should be a valid integer",
+    ):
+        assert part in out, out
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_error_keeps_the_first_problems_variable_and_key(env):
+    with pytest.raises(ConfigError) as info:
+        env(MODEL_NAME="m", DATASET_PATH=env.data, TRAINING_CONFIG={"lora": {"rank": 1}, "seed": "x"})()
+    e = info.value
+    assert (e.variable, e.key) == ("TRAINING_CONFIG", "seed") or (e.variable, e.key) == ("TRAINING_CONFIG", "lora.rank")
+    assert {p.key for p in e.problems} == {"seed", "lora.rank"}
+
+
+@pytest.mark.parametrize("value", ["'{\"a\": 1}'", '"{"a": 1}"', '"{\\"enabled\\": true}"'])
+def test_quoted_json_from_an_env_file_gets_a_hint(env, value):
+    msg = error_of(env(PREDICTIONS_CONFIG=value))
+    assert msg.startswith("PREDICTIONS_CONFIG: ") and "wrapped in quotes" in msg and "remove the outer quotes" in msg
+
+
+def test_a_disabled_predictions_block_is_valid_whatever_its_sample_count(env):
+    cfg = env(MODEL_NAME="m", DATASET_PATH=env.data,
+              PREDICTIONS_CONFIG={"enabled": False, "sample_count": 0, "sample_frequency": "epoch"})()
+    assert not cfg.predictions.enabled
+
+
+@pytest.mark.parametrize("schema", [{"type": "object", "required": ["answer"]},
+                                    json.dumps({"type": "object", "required": ["answer"]})])
+def test_an_inline_json_schema_works_like_a_schema_file(env, tmp_path, schema):
+    cfg = env(PREDICTIONS_CONFIG={"enabled": True, "validators": {"json_parse": True, "json_schema": schema}})()
+    assert cfg.json_schema == {"type": "object", "required": ["answer"]}
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps({"type": "object"}))
+    assert env(PREDICTIONS_CONFIG={"enabled": True, "validators": {"json_schema_path": str(path)}})().json_schema == {"type": "object"}
+    msg = error_of(env(PREDICTIONS_CONFIG={"enabled": True, "validators": {"json_schema": schema, "json_schema_path": str(path)}}))
+    assert "PREDICTIONS_CONFIG.validators: set json_schema (inline) or json_schema_path, not both" in msg
+    msg = error_of(env(PREDICTIONS_CONFIG={"enabled": True, "validators": {"json_schema": "{not json"}}))
+    assert "PREDICTIONS_CONFIG.validators.json_schema: the inline schema is not valid JSON" in msg
+
+
+def test_job_id_is_any_text_and_user_id_a_uuid_in_database_mode(env):
+    owner = "0b7c6f4e-1d2a-4c3b-8e9f-1a2b3c4d5e6f"
+    cfg = env(SUPABASE_DB_URL="postgresql://u:p@h/db", JOB_ID="job_abc123", USER_ID=owner)()
+    assert cfg.job_id == "job_abc123" and cfg.user_id == owner
+    assert "USER_ID: must be a UUID" in error_of(env(USER_ID="alice"))
+    assert "JOB_ID: is blank" in error_of(env(JOB_ID="  ", USER_ID=owner))
+
+
+def test_dataset_url_is_the_platforms_name_for_dataset_path(env):
+    cfg = env(MODEL_NAME="m", DATASET_URL=env.data)()
+    assert cfg.dataset_path == env.data
+    assert env(MODEL_NAME="m", DATASET_URL=env.data, DATASET_PATH=env.data)().dataset_path == env.data
+    msg = error_of(env(MODEL_NAME="m", DATASET_URL="https://x/a.jsonl.gz?token=1", DATASET_PATH=env.data))
+    assert msg.startswith("DATASET_URL: differs from DATASET_PATH")
+    assert "DATASET_PATH: not set (nor DATASET_URL)" in error_of(env(MODEL_NAME="m", DATASET_URL="", DATASET_PATH=""))
+
+
+def test_user_keys_override_only_the_defaults_they_name(env):
+    cfg = env(TRAINING_CONFIG={"max_steps": 5}, PREDICTIONS_CONFIG={"sample_count": 3})()
+    assert cfg.training.max_steps == 5 and cfg.training.learning_rate == 2e-3  # the demo's, kept
+    assert cfg.training.per_device_train_batch_size == 32 and cfg.predictions.enabled  # demo's too
+    assert cfg.training_sources["max_steps"] == "TRAINING_CONFIG" and cfg.training_sources["learning_rate"] == "demo"
+    assert cfg.predictions.sample_count == 3 and cfg.predictions.max_new_tokens == 8
+
+
+def test_evaluation_defaults_follow_the_data(env):
+    cfg = env(DATASET_PATH=env.data)()  # the demo model on the user's data, which has no evaluation file
+    assert cfg.is_demo and cfg.eval_dataset_path is None and cfg.training.eval_strategy == "no"
+    assert env(DATASET_PATH="")().training.eval_strategy == "epoch"  # the bundled data has an evaluation file
+
+
+def test_output_dir_and_hf_home_keep_the_images_defaults_when_empty(env, monkeypatch):
+    monkeypatch.setenv("IMAGE_OUTPUT_DIR", "/workspace/outputs")
+    monkeypatch.setenv("IMAGE_HF_HOME", "/workspace/hf")
+    monkeypatch.setenv("HF_HOME", "")
+    cfg = env(OUTPUT_DIR="")()
+    assert str(cfg.output_dir) == "/workspace/outputs" and "IMAGE_OUTPUT_DIR" in cfg.output_dir_source
+    assert os.environ["HF_HOME"] == "/workspace/hf"
+    monkeypatch.setenv("HF_HOME", "/mine")
+    assert str(env(OUTPUT_DIR="/data/out")().output_dir) == "/data/out" and os.environ["HF_HOME"] == "/mine"
+
+
+def test_scheduler_and_optimizer_lists_are_transformers_own():
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    from trainer.config import OPTIMIZERS, SCHEDULER_TYPES
+
+    assert set(SCHEDULER_TYPES) == {s.value for s in SchedulerType}
+    assert set(OPTIMIZERS) == {o.value for o in OptimizerNames}
+
+
+def test_an_optimizer_whose_package_is_missing_is_refused_up_front(env):
+    msg = error_of(env(TRAINING_CONFIG={"optim": "galore_adamw"}))
+    assert 'TRAINING_CONFIG.optim: "galore_adamw" needs the package galore_torch' in msg
+
+
+def test_the_report_shows_json_variables_by_keys_and_urls_without_their_query(env, monkeypatch, tmp_path):
+    from rich.console import Console
+
+    from trainer.report import print_report
+
+    signed = "https://abc.supabase.co/storage/v1/object/sign/sets/p.jsonl.gz?token=SIGNEDSECRET"
+    monkeypatch.setattr("trainer.config._check_path", lambda *a, **k: None)  # no download here
+    cfg = env(MODEL_NAME="m", DATASET_URL="https://user:pw@data.example/d.jsonl.gz?token=SIGNEDSECRET",
+              PREDICTIONS_CONFIG={"enabled": True, "samples_path": signed})()
+    console = Console(width=400, record=True, file=open(os.devnull, "w"))
+    print_report(cfg, 1, "cpu", "no", console=console)
+    text = console.export_text()
+    assert "SIGNEDSECRET" not in text and "pw@" not in text
+    assert "https://data.example/d.jsonl.gz (query hidden)" in text
+    assert "keys: enabled, samples_path" in text
+    assert "learning rate: 2e-05 — default" in text
+
+
+def test_the_report_prints_the_effective_settings_and_their_sources(env):
+    from rich.console import Console
+
+    from trainer.report import print_report
+
+    cfg = env(TRAINING_CONFIG={"max_steps": 5, "gradient_accumulation_steps": 2})()
+    console = Console(width=400, record=True, file=open(os.devnull, "w"))
+    print_report(cfg, 2, "cpu", "no", console=console)
+    text = console.export_text()
+    assert "length: 5 steps — TRAINING_CONFIG" in text
+    assert "learning rate: 0.002 — demo" in text  # one key set: the demo's other defaults stay
+    assert "batch: 32 per process × 2 accumulation × 2 processes = 128 rows per step — TRAINING_CONFIG / demo" in text
+    assert "optimizer: adamw_torch — default" in text
+    assert "evaluation: epoch — follows the data (evaluation data present)" in text
+    assert "predictions: 24 samples, at each epoch end, max_new_tokens 8 — demo" in text
+
+
+def test_redaction():
+    from trainer.redact import redact_text, redact_url
+
+    assert redact_url("https://u:p@h.io:8443/a/b.gz?sig=x#f") == "https://h.io:8443/a/b.gz"
+    assert redact_url("/local/file.jsonl") == "/local/file.jsonl"
+    url = "https://h.io/a?token=T"
+    assert redact_text(f"GET {url} failed", [url, None]) == "GET https://h.io/a failed"

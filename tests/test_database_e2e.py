@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 OWNER = "11111111-1111-4111-8111-111111111111"
 OTHER = "22222222-2222-4222-8222-222222222222"
 JOB = UUID_JOB  # a job of the platform's local_training_jobs (tests/platform_db.py)
-PREDICTIONS = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6}
+# "baseline": False: the demo's own baseline round (a default that stays unless named) is not wanted here
+PREDICTIONS = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6,
+               "baseline": False}
 
 
 def db_env(out, url, **training):

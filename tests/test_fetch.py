@@ -90,7 +90,7 @@ def test_training_from_a_dataset_served_over_http(server, tmp_path):
     env = job_env(out, DATASET_PATH=f"{server.url}/data/train.jsonl?sig=abc",
                   TRAINING_CONFIG={**QUICK_TRAINING, "max_steps": 10, "save_strategy": "no"},
                   PREDICTIONS_CONFIG={"enabled": True, "sample_count": 3, "sample_frequency": "steps",
-                                      "step_interval": 5, "max_new_tokens": 4})
+                                      "step_interval": 5, "max_new_tokens": 4, "baseline": False})
     proc = run_entrypoint(env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]

@@ -22,6 +22,24 @@ def test_env_example_lists_every_variable_with_a_comment():
             assert lines[i - 1].startswith("#"), f"{line} has no comment above it"
 
 
+def test_env_example_is_a_valid_env_file_with_valid_json_examples():
+    """docker --env-file takes NAME=value lines literally: no quotes, no spaces around `=`; and every
+    example in a comment is JSON a user can paste as it is."""
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        assert re.fullmatch(r"[A-Z_][A-Z0-9_]*=[^'\" ]*", line), line
+    examples = 0
+    decoder = json.JSONDecoder()
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        at = line.find("{") if line.startswith("#") else -1
+        while at >= 0:  # every {...} in a comment is an example: it must parse as JSON
+            _value, end = decoder.raw_decode(line, at)
+            examples += 1
+            at = line.find("{", end)
+    assert examples >= 3
+
+
 def test_runpod_template_env_matches_the_schema():
     body = json.loads((ROOT / "runpod.json").read_text())
     assert list(body["env"]) == list(VARIABLES)

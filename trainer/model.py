@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from trainer.config import JobConfig, TrainingConfig
+from trainer.config import JobConfig, TrainingConfig, bitsandbytes_optimizer
 from trainer.demo import build_model, demo_tokenizer
 
 #: The demo model's size: learns the reversal task to most samples right in ~1 minute on 2 cores.
@@ -17,12 +17,31 @@ DEMO_MODEL_SIZE = {"hidden_size": 128, "layers": 4, "heads": 4}
 
 
 def resolve_precision(training: TrainingConfig) -> str:
-    """"bf16" / "fp16" / "no" (fp32). "auto": bf16 on a GPU that has it, fp32 on a CPU."""
+    """"bf16" / "fp16" / "no" (fp32). "auto": bf16 on a GPU that has it. A CPU always trains in
+    fp32 (the platform's configurations all ask for bf16; a CPU run is a trial, not the job)."""
+    if not torch.cuda.is_available():
+        return "no"
     if training.mixed_precision != "auto":
         return training.mixed_precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def resolve_optim(training: TrainingConfig) -> tuple[str, str | None]:
+    """The optimizer to use, and why it differs from the configured one (None when it does not).
+    bitsandbytes optimizers (paged_*, *_8bit) need a CUDA GPU: on a CPU, adamw_torch instead —
+    a fallback rather than a refusal, because every platform configuration names one."""
+    if bitsandbytes_optimizer(training.optim) and not torch.cuda.is_available():
+        return "adamw_torch", (f"optim {training.optim} needs bitsandbytes on a CUDA GPU; on this CPU: adamw_torch")
+    return training.optim, None
+
+
+def resolve_dtype(training: TrainingConfig, precision: str):
+    """The weights' dtype when loaded: torch_dtype, or from the precision; fp32 on a CPU."""
+    if not torch.cuda.is_available():
+        return torch.float32
+    if training.torch_dtype != "auto":
+        return getattr(torch, training.torch_dtype)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
 def load_tokenizer(cfg: JobConfig):
@@ -30,7 +49,10 @@ def load_tokenizer(cfg: JobConfig):
         return demo_tokenizer()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model_name)
+    t = cfg.training
+    tokenizer = AutoTokenizer.from_pretrained(t.tokenizer_name or cfg.model_name, trust_remote_code=t.trust_remote_code)
+    if t.padding_side:
+        tokenizer.padding_side = t.padding_side
     if tokenizer.pad_token is None:  # batched training and generation need one; EOS is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -45,6 +67,8 @@ def _lora_config(training: TrainingConfig):
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
+        bias=lora.bias,
+        modules_to_save=lora.modules_to_save,
         task_type="CAUSAL_LM",
     )
 
@@ -53,12 +77,12 @@ def load_model(cfg: JobConfig, tokenizer, *, log: Callable[[str], None] = print)
     """The model to train, adapter-wrapped for LoRA / QLoRA."""
     training = cfg.training
     precision = resolve_precision(training)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    dtype = resolve_dtype(training, precision)
     if cfg.is_demo:
         model = build_model(tokenizer, **DEMO_MODEL_SIZE)
-        if training.finetuning != "qlora":
+        if training.quant_bits is None:
             return _with_adapter(model, training, log)
-        # 4-bit weights are made by from_pretrained: save the fresh demo model and load it back
+        # Quantized weights are made by from_pretrained: save the fresh demo model and load it back
         # (the weights are in memory once loaded, so the folder can go).
         with tempfile.TemporaryDirectory(prefix="demo-model-") as source:
             model.save_pretrained(source)
@@ -66,21 +90,37 @@ def load_model(cfg: JobConfig, tokenizer, *, log: Callable[[str], None] = print)
     return _load_pretrained(cfg.model_name, training, dtype, log)
 
 
-def _load_pretrained(source: str, training: TrainingConfig, dtype, log):
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+def quantization_config(training: TrainingConfig, dtype):
+    """BitsAndBytesConfig for 4-bit (qlora) or 8-bit LoRA, None when unquantized."""
+    from transformers import BitsAndBytesConfig
 
-    kwargs = {"dtype": dtype}
-    if training.finetuning == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
+    q = training.quantization
+    if training.quant_bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if training.quant_bits == 4:
+        # a CPU computes in fp32 whatever the configuration says (as it trains in fp32)
+        asked = q.bnb_4bit_compute_dtype if torch.cuda.is_available() else None
+        compute = getattr(torch, asked) if asked else dtype
+        return BitsAndBytesConfig(
             load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_type=q.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=compute,
         )
-        if torch.cuda.is_available():  # 4-bit weights cannot be moved after loading: place them per rank
+    return None
+
+
+def _load_pretrained(source: str, training: TrainingConfig, dtype, log):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype, "trust_remote_code": training.trust_remote_code}
+    quantization = quantization_config(training, dtype)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        if torch.cuda.is_available():  # quantized weights cannot be moved after loading: place them per rank
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    if training.finetuning == "qlora":
+    if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
@@ -96,7 +136,8 @@ def _with_adapter(model, training: TrainingConfig, log):
 
     model = get_peft_model(model, _lora_config(training))
     trainable, total = model.get_nb_trainable_parameters()
-    log(f"model: {training.finetuning} adapter r={training.lora.r}: {trainable:,} of {total:,} parameters trainable")
+    bits = f", {training.quant_bits}-bit base weights" if training.quant_bits else ""
+    log(f"model: {training.finetuning} adapter r={training.lora.r}{bits}: {trainable:,} of {total:,} parameters trainable")
     return model
 
 
@@ -108,9 +149,9 @@ def save_final(model, tokenizer, output_dir, training: TrainingConfig, *, log: C
     log(f"saved: {'adapter' if training.finetuning != 'full' else 'model'} and tokenizer in {final}")
     if training.finetuning != "full" and training.merge_adapter:
         merged_dir = output_dir / "final-merged"
-        if training.finetuning == "qlora":
-            log("merge_adapter: peft merges into the 4-bit weights and quantizes them again (rounding errors); "
-                "the merged model stays 4-bit. For a 16-bit merge, load the base model in 16-bit and merge the adapter")
+        if training.quant_bits:
+            log(f"merge_adapter: peft merges into the {training.quant_bits}-bit weights and quantizes them again (rounding errors); "
+                "the merged model stays quantized. For a 16-bit merge, load the base model in 16-bit and merge the adapter")
         merged = model.merge_and_unload()
         merged.save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)

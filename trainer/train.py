@@ -19,7 +19,7 @@ from trainer import checkpoints
 from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
 from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
 from trainer.fetch import DownloadError, local_path
-from trainer.model import load_model, load_tokenizer, resolve_precision, save_final
+from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
 
 #: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
 COLLECTIVE_TIMEOUT_S = 4 * 3600
@@ -34,6 +34,7 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
     every checkpoint (training_args.bin)."""
     t = cfg.training
     precision = resolve_precision(t)
+    optim, _why = resolve_optim(t)  # the startup report printed the fallback, if any
     return TrainingArguments(
         output_dir=str(cfg.output_dir),
         num_train_epochs=t.num_train_epochs,
@@ -52,7 +53,18 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
         warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay,
         lr_scheduler_type=t.lr_scheduler_type,
+        lr_scheduler_kwargs=t.lr_scheduler_kwargs,
+        optim=optim,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_epsilon=t.adam_epsilon,
         max_grad_norm=t.max_grad_norm,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_prefetch_factor=t.dataloader_prefetch_factor,
+        dataloader_pin_memory=t.dataloader_pin_memory and torch.cuda.is_available(),  # pinning needs a GPU
+        load_best_model_at_end=t.load_best_model_at_end,
+        metric_for_best_model=t.metric_for_best_model,
         activation_checkpointing=t.gradient_checkpointing,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -180,8 +192,9 @@ def main() -> int:
             done_steps=done_steps,
         ))
         if is_main:
-            log(f"predictions: {len(samples)} samples from {samples[0].sample_source}, "
-                f"every {cfg.predictions.sample_frequency}")
+            when = {"eval": "after each evaluation", "epoch": "at each epoch end",
+                    "steps": f"every {cfg.predictions.step_interval} steps"}[cfg.predictions.sample_frequency]
+            log(f"predictions: {len(samples)} samples from {samples[0].sample_source}, {when}")
     elif is_main:
         log("predictions: disabled (PREDICTIONS_CONFIG.enabled is false); no callback registered")
 
