@@ -61,9 +61,10 @@ def run(env: dict[str, str], *args: str, timeout: float = 240) -> Ended:
         return Ended(None, output)
 
 
-def judge(ended: Ended, *, code: int, says: list[str], lost: int = 0) -> None:
-    """Count the outcome and fail the test unless it is the expected one: exit `code` (0: handled,
-    else refused) with every string of `says` printed, no traceback, no canary, no row lost."""
+def judge(ended: Ended, *, code: int, says: list[str], lost: int = 0, handled: bool | None = None) -> None:
+    """Count the outcome and fail the test unless it is the expected one: exit `code` with every
+    string of `says` printed, no traceback, no canary, no row lost. It counts as handled when
+    `handled` (default: code 0), else as refused clearly."""
     TALLY.tried += 1
     out = ended.output
     if CANARY in out:
@@ -75,7 +76,7 @@ def judge(ended: Ended, *, code: int, says: list[str], lost: int = 0) -> None:
     clean = "Traceback" not in out and ended.code == code and all(s in out for s in says)
     if not clean:
         TALLY.crashed += 1
-    elif code == 0:
+    elif handled or (handled is None and code == 0):
         TALLY.handled += 1
     else:
         TALLY.refused += 1

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, wait_for
-from tests.faults import CANARY, FileServer, judge, processes_with, run
+from tests.faults import CANARY, Ended, FileServer, judge, processes_with, run
 
 pytestmark = pytest.mark.faults
 
@@ -202,8 +202,6 @@ def test_sigterm_mid_run_flushes_the_spool_and_leaves_no_process(tmp_path):
     except subprocess.TimeoutExpired:
         kill_tree_hard(proc)
         output, code = proc.communicate()[0], None
-    from tests.faults import Ended
-
     rows = spool_rows(out)  # every line parses: none torn
     by_step: dict[int, set[int]] = {}
     for r in rows:
@@ -211,7 +209,7 @@ def test_sigterm_mid_run_flushes_the_spool_and_leaves_no_process(tmp_path):
     complete = [s for s, idx in by_step.items() if idx == set(range(4))]
     # A round cut short by the signal is redone by a restart; every earlier round is whole, once.
     lost = sum(4 - len(idx) for s, idx in by_step.items() if s != max(by_step)) + (len(rows) - sum(map(len, by_step.values())))
-    judge(Ended(code, output), code=128 + signal.SIGTERM, says=["got SIGTERM"], lost=lost)
+    judge(Ended(code, output), code=128 + signal.SIGTERM, says=["got SIGTERM"], lost=lost, handled=True)
     assert len(complete) >= 2
     time.sleep(1)
     assert processes_with(str(out)) == [], "a training process outlived the entrypoint"
