@@ -28,7 +28,7 @@ def test_demo_learns_and_its_predictions_show_it(tmp_path):
     # the report, before anything heavy
     assert "predictions storage: kept locally only — SUPABASE_URL is not set" in out
     assert "24 samples from the evaluation data, at each epoch end, plus a baseline round before training; 9 rounds expected" in out
-    assert out.index("migrations: skipped") < out.index("data: train.jsonl")
+    assert out.index("migrations: skipped") < out.index("data: DATASET_PATH ") < out.index("launch:")  # data checked in the parent
     assert "predictions: projected cost: 9 rounds × " in out
 
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]

@@ -58,8 +58,9 @@ def count_rows(path: str) -> int | None:
 def decisions(cfg: JobConfig, processes: int, device: str, precision: str) -> list[str]:
     """One line per decision, in plain words."""
     lines = []
+    trained_on = "your data" if cfg.env.DATASET_PATH else "the bundled data"
     model = ("the bundled demo: a small Llama built from a config with fresh weights, tokenizer trained on "
-             "the bundled data" if cfg.is_demo else cfg.model_name)
+             f"{trained_on}" if cfg.is_demo else cfg.model_name)
     lines.append(f"model: {model}; fine-tuning: {cfg.training.finetuning}")
     prec = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[precision]
     lines.append(f"processes: {processes} on {device}; precision {prec}"
