@@ -115,6 +115,9 @@ def test_prompts_longer_than_the_context_and_unknown_tokens(tokenizer, tmp_path)
     assert len(checked.examples) == 2 and file.skipped == {"prompt longer than the model's context (16 tokens)": [2]}
     assert checked.unknown_tokens == 2 and checked.tokens == 8  # "purple" twice
     assert "WARNING 2 of 8 tokens (25.0%) are unknown to the tokenizer" in checked.describe("x")[-1]
+    checked = usable_examples(read_rows(path), tokenizer, context=16, max_length=4)
+    assert checked.too_long == 2  # 2 + 2 tokens + the EOS each; the long prompt is skipped, not counted
+    assert "2 rows are longer than TRAINING_CONFIG.max_seq_length=4 tokens" in checked.describe("x")[-2]
 
 
 def test_loss_only_on_the_completion_and_the_eos(tokenizer):

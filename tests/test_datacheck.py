@@ -86,3 +86,20 @@ def test_a_training_process_that_fails_on_data_leaves_the_message_for_the_parent
     assert f"data error: DATASET_PATH {tmp_path}/bad.jsonl: no usable row" in proc.stdout
     assert recorded_failure(out, clear=True).startswith(f"DATASET_PATH {tmp_path}/bad.jsonl: no usable row")
     assert recorded_failure(out) is None  # cleared
+
+
+def test_the_parent_reports_a_training_process_data_error_with_78(job, tmp_path, monkeypatch, capsys):
+    """accelerate's launcher exits 1 whatever its child's code: the message left on the volume
+    is what tells the parent it was the data."""
+    import entrypoint
+    import trainer.launch
+
+    def failing_children(cmd, extra_env, *, log):
+        datacheck.record_failure(tmp_path / "out", "DATASET_PATH x.jsonl: no usable row")
+        return 1
+
+    job(DATASET_PATH=write(tmp_path / "t.jsonl", ROWS), TRAINING_CONFIG={"eval_strategy": "no"})
+    monkeypatch.setattr(trainer.launch, "run_children", failing_children)
+    assert entrypoint.main([]) == 78
+    assert "data error: DATASET_PATH x.jsonl: no usable row" in capsys.readouterr().out
+    assert recorded_failure(tmp_path / "out") is None  # consumed

@@ -124,6 +124,11 @@ def test_unusable_data_is_refused_before_training(case, tmp_path):
     assert "launch:" not in ended.output  # refused in the parent: no training process started
 
 
+def test_check_refuses_a_dataset_with_no_usable_row_naming_its_lines(tmp_path):
+    values, says = refused_data(tmp_path)["no usable row"]
+    judge(run(env_for(tmp_path, **values), "check"), code=78, says=["data error:", *says])
+
+
 def test_expired_signed_url_is_refused_without_its_signature(server, tmp_path):
     judge(run(env_for(tmp_path, DATASET_PATH=server.signed("/d/expired.jsonl.gz"))),
           code=78, says=["DATASET_PATH", "403", "expired", f"{server.url}/d/expired.jsonl.gz"])

@@ -236,6 +236,8 @@ class Checked:
     formats: Counter
     unknown_tokens: int = 0
     tokens: int = 0
+    too_long: int = 0  # rows longer than max_length: trained on with the prompt cut from the left
+    max_length: int | None = None
 
     def describe(self, label: str) -> list[str]:
         """Log lines: usable rows per format, then each reason with its first lines."""
@@ -249,6 +251,9 @@ class Checked:
                 shown = ", ".join(map(str, where[:SHOWN_LINES])) + (", …" if len(where) > SHOWN_LINES else "")
                 parts.append(f"{reason}: {len(where)} ({self.file.unit}{'s' if len(where) > 1 else ''} {shown})")
             lines.append(f"data: {label}: {skipped} row{'' if skipped == 1 else 's'} skipped — " + "; ".join(parts))
+        if self.too_long:
+            lines.append(f"data: {label}: {self.too_long} rows are longer than TRAINING_CONFIG.max_seq_length="
+                         f"{self.max_length} tokens: they are trained on with the prompt cut from the left")
         if self.unknown_tokens:
             share = self.unknown_tokens / max(self.tokens, 1)
             lines.append(f"data: {label}: WARNING {self.unknown_tokens:,} of {self.tokens:,} tokens ({share:.1%}) are "
@@ -256,11 +261,12 @@ class Checked:
         return lines
 
 
-def usable_examples(file: FileRows, tokenizer=None, *, context: int | None = None) -> Checked:
+def usable_examples(file: FileRows, tokenizer=None, *, context: int | None = None,
+                    max_length: int | None = None) -> Checked:
     """The usable rows of `file`, rendered when a tokenizer is given. A row is skipped (and counted
     under its reason in `file.skipped`) when it fits no format or, with a tokenizer and a known
     `context`, when its prompt leaves no room in the model's context to generate."""
-    checked = Checked(file, [], Counter())
+    checked = Checked(file, [], Counter(), max_length=max_length)
     candidates = []
     for line, position, row in file.rows:
         fmt, reason = row_format(row)
@@ -282,6 +288,8 @@ def usable_examples(file: FileRows, tokenizer=None, *, context: int | None = Non
             file.skip(f"prompt longer than the model's context ({context} tokens)", line)
             continue
         checked.tokens += len(p_ids) + len(c_ids)
+        if max_length is not None and len(p_ids) + len(c_ids) + 1 > max_length:  # + the EOS
+            checked.too_long += 1
         if unk is not None:
             checked.unknown_tokens += p_ids.count(unk) + c_ids.count(unk)
         checked.formats[fmt] += 1

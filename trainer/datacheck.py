@@ -120,7 +120,7 @@ def check_data(cfg: JobConfig, *, log: Callable[[str], None] = print) -> None:
     context = model_context(cfg, tokenizer) if tokenizer is not None else None
 
     for source, file in files:
-        checked = usable_examples(file, tokenizer, context=context)
+        checked = usable_examples(file, tokenizer, context=context, max_length=cfg.training.max_seq_length)
         for line in checked.describe(source.label):
             log(line)
         if not checked.examples:
