@@ -51,7 +51,9 @@ class Source:
 
 def sources(cfg: JobConfig) -> list[Source]:
     """Every data file of the job, training data first."""
-    found = [Source("DATASET_PATH", cfg.dataset_path)]
+    # DATASET_URL is the platform's name for DATASET_PATH (helper B1's config): name what the user set.
+    named = "DATASET_URL" if getattr(cfg.env, "DATASET_URL", None) and not cfg.env.DATASET_PATH else "DATASET_PATH"
+    found = [Source(named, cfg.dataset_path)]
     if cfg.eval_dataset_path:
         found.append(Source("EVAL_DATASET_PATH", cfg.eval_dataset_path))
     if cfg.predictions.enabled and cfg.predictions.samples_path:
