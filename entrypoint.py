@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         log("the pod stops before loading anything; fix the variable above and start it again")
         return EXIT_CONFIG
 
+    from trainer.datacheck import recorded_failure
     from trainer.launch import device_kind, launch_command, process_count, run_children
     from trainer.model import resolve_precision
-    from trainer.datacheck import recorded_failure
     from trainer.report import print_report
 
     if opts.command == "replay":

@@ -12,6 +12,7 @@ from rich.table import Table
 from predictions.keys import key_role
 from trainer.config import VARIABLES, JobConfig, expected_rounds
 from trainer.data import holdout_size
+from trainer.datacheck import user_data
 from trainer.fetch import is_url, public_name
 
 SHOW_CHARS = 70  # longer values are cut in the table: the JSON variables can be long
@@ -58,7 +59,7 @@ def count_rows(path: str) -> int | None:
 def decisions(cfg: JobConfig, processes: int, device: str, precision: str) -> list[str]:
     """One line per decision, in plain words."""
     lines = []
-    trained_on = "your data" if cfg.env.DATASET_PATH else "the bundled data"
+    trained_on = "your data" if user_data(cfg) else "the bundled data"
     model = ("the bundled demo: a small Llama built from a config with fresh weights, tokenizer trained on "
              f"{trained_on}" if cfg.is_demo else cfg.model_name)
     lines.append(f"model: {model}; fine-tuning: {cfg.training.finetuning}")
