@@ -1,7 +1,8 @@
 """The pod's main: configuration → startup report → preflight / migrations → accelerate launch.
 
     python entrypoint.py            run the job (with nothing set: the bundled demo)
-    python entrypoint.py check      configuration, report and database preflight; no training
+    python entrypoint.py check      configuration, report, data (every file read and checked, row by
+                                    row) and database preflight; no training
     python entrypoint.py replay     put a spool's rows (OUTPUT_DIR/predictions.jsonl) into the
                                     database, without duplicates [--spool PATH]
     python entrypoint.py migrate    apply sql/ to SUPABASE_DB_URL's database, nothing else
@@ -13,7 +14,7 @@
 Exit codes: 0 done; 78 bad configuration; 77 the database refused (preflight); 76 a migration
 failed; otherwise the training processes' own code. `report`: 66 no predictions for the job, 69
 the database could not be read; `diagnose`: 1 when a check did not pass. Everything here runs
-once, in the parent, before any model or dataset is loaded.
+once, in the parent, before any model is loaded.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return report_command(cfg, job_id=opts.job, html=opts.html, source=opts.source, threshold=opts.threshold, log=log)
 
+    from trainer.datacheck import recorded_failure
     from trainer.launch import device_kind, launch_command, process_count, run_children
     from trainer.model import resolve_precision
     from trainer.report import print_report
@@ -92,19 +94,44 @@ def main(argv: list[str] | None = None) -> int:
     processes, device = process_count(cfg), device_kind()
     precision = resolve_precision(cfg.training)
     print_report(cfg, processes, device, precision)
-    stop = prepare(cfg, replay_previous=opts.command == "run")
+    stop = check_data_and_machine(cfg, processes, device)
+    if stop is not None and opts.command == "run":
+        return stop
+    stop = prepare(cfg, replay_previous=opts.command == "run") or stop  # `check` reports both
     if stop is not None:
         return stop
     if opts.command == "check":
-        log("check: configuration and database are ready; nothing was trained")
+        log("check: configuration, data and database are ready; nothing was trained")
         return 0
 
-    cfg.output_dir.mkdir(parents=True, exist_ok=True)
     cmd, extra_env = launch_command(processes, precision, device)
     log(f"launch: {' '.join(cmd[1:])}")
     code = run_children(cmd, extra_env, log=log)
+    failure = recorded_failure(cfg.output_dir, clear=True)
+    if code != 0 and failure:  # a training process refused the data: the same message and code as the parent's
+        log(f"data error: {failure}")
+        return EXIT_CONFIG
     log(f"entrypoint: training processes exited with code {code}")
     return code
+
+
+def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> int | None:
+    """The data, OUTPUT_DIR and the process count, before anything expensive; 78 when one is unusable."""
+    from trainer.data import DataError
+    from trainer.datacheck import RunRefused, check_data, check_machine, recorded_failure
+
+    try:
+        check_machine(cfg, processes, device)
+        recorded_failure(cfg.output_dir, clear=True)  # a previous attempt's
+        check_data(cfg, log=log)
+    except RunRefused as e:
+        log(f"configuration error: {e}")
+        return EXIT_CONFIG
+    except DataError as e:
+        log(f"data error: {e}")
+        log("the pod stops before loading the model; fix the data and start it again")
+        return EXIT_CONFIG
+    return None
 
 
 if __name__ == "__main__":

@@ -125,5 +125,5 @@ def test_an_unreachable_database_stops_the_pod_before_the_model_loads(pg_db, tmp
                   JOB_ID=JOB, USER_ID=OWNER, PREDICTIONS_CONFIG=PREDICTIONS)
     proc = run_entrypoint(env, timeout=300)
     assert proc.returncode == EXIT_PREFLIGHT, proc.stdout + proc.stderr
-    assert "preflight: FAILED" in proc.stdout and "data: train.jsonl" not in proc.stdout
+    assert "preflight: FAILED" in proc.stdout and "launch:" not in proc.stdout  # no training process started
     assert "sb_secret_canary" not in proc.stdout + proc.stderr

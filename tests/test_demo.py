@@ -28,7 +28,7 @@ def test_demo_learns_and_its_predictions_show_it(tmp_path):
     # the report, before anything heavy
     assert "predictions storage: kept locally only — SUPABASE_URL is not set" in out
     assert "24 samples from the evaluation data, at each epoch end, plus a baseline round before training; 9 rounds expected" in out
-    assert out.index("migrations: skipped") < out.index("data: train.jsonl")
+    assert out.index("migrations: skipped") < out.index("data: DATASET_PATH ") < out.index("launch:")  # data checked in the parent
     assert "predictions: projected cost: 9 rounds × " in out
 
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
@@ -48,3 +48,48 @@ def test_demo_learns_and_its_predictions_show_it(tmp_path):
     assert max(exact[:3]) < exact[-1]
     assert "prediction rounds" in out and "9 rounds (0 failed), 216 rows" in out
     assert (tmp_path / "out" / "final" / "model.safetensors").exists()
+
+
+FRUIT = "kiwi plum lime pear fig date yam leek kale corn rice bean pea oat rye nut".split()
+
+
+def upper_rows(count: int, seed: int) -> str:
+    """A task the bundled data never shows: upper-case 2 to 4 words none of which it holds."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        words = [rng.choice(FRUIT) for _ in range(rng.randint(2, 4))]
+        rows.append(json.dumps({"prompt": "upper: " + " ".join(words), "completion": " ".join(w.upper() for w in words)}))
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.slow
+def test_the_demo_model_learns_a_task_of_your_own_data(tmp_path):
+    """The demo's tokenizer is trained on the user's data (not all <unk>), and a small model
+    learns the task on a CPU: exact match on held-out rows climbs from 0 to at least half."""
+    from tests.e2e import job_env, run_entrypoint, spool_rows
+
+    (tmp_path / "train.jsonl").write_text(upper_rows(1000, seed=1))
+    (tmp_path / "eval.jsonl").write_text(upper_rows(40, seed=2))
+    env = job_env(
+        tmp_path / "out", DATASET_PATH=str(tmp_path / "train.jsonl"), EVAL_DATASET_PATH=str(tmp_path / "eval.jsonl"),
+        TRAINING_CONFIG={"num_train_epochs": 2, "learning_rate": 2e-3, "per_device_train_batch_size": 32,
+                         "warmup_steps": 0.05, "logging_steps": 20, "save_strategy": "no", "seed": 0,
+                         "max_seq_length": 32, "eval_strategy": "no"},
+        PREDICTIONS_CONFIG={"enabled": True, "sample_count": 16, "sample_frequency": "epoch", "baseline": True,
+                            "max_new_tokens": 8, "batch_size": 16},
+    )
+    proc = run_entrypoint(env, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "demo model: a small model trained from scratch on your data, for trying the image on a CPU; " \
+           "set MODEL_NAME for real fine-tuning" in out
+    assert "unknown to the tokenizer" not in out
+    rows = spool_rows(tmp_path / "out")
+    exact: dict[int, list[float]] = defaultdict(list)
+    for row in rows:
+        exact[row["step"]].append(row["exact_match"])
+    means = [sum(v) / len(v) for _step, v in sorted(exact.items())]
+    assert len(means) == 3 and means[0] <= 0.1 and means[-1] >= 0.5, means

@@ -78,7 +78,7 @@ def test_transient_failures_are_retried(server, tmp_path, monkeypatch):
 
 
 def test_missing_file_is_a_clear_error_without_the_query(server, tmp_path):
-    with pytest.raises(DownloadError, match="HTTP 404") as info:
+    with pytest.raises(DownloadError, match=r"not found \(404\)") as info:
         local_path(f"{server.url}/nope.jsonl?token=SECRET", tmp_path)
     assert "SECRET" not in str(info.value)
     assert not list(Path(tmp_path).rglob("*.jsonl"))

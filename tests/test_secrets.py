@@ -14,7 +14,7 @@ import torch
 
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 CANARY = "CANARY7f3a"
 
@@ -67,6 +67,7 @@ class FakePostgrest:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
+@pytest.mark.postgres
 def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
     db_password = f"{CANARY}-db"
     with psycopg.connect(pg_db, autocommit=True) as conn:
@@ -104,3 +105,35 @@ def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
         if path.name == "training_args.bin":
             args = torch.load(path, weights_only=False)
             assert CANARY not in repr(vars(args)), path
+
+
+SIGNED = f"?token={CANARY}-signature&X-Amz-Signature={CANARY}"
+
+
+@pytest.mark.parametrize("where", [
+    "DATASET_PATH",
+    pytest.param("samples_path", marks=pytest.mark.xfail(
+        reason="the startup report shows PREDICTIONS_CONFIG's text verbatim; helper B1's report change shows its "
+               "keys instead — remove this mark when it is merged", strict=True)),
+])
+def test_a_signed_url_is_never_printed(where, tmp_path):
+    """A signed URL (its query is the credential; userinfo too) given as the dataset or the samples
+    file: `check` downloads and reads it, and prints where it came from without the signature."""
+    from tests.faults import FileServer
+
+    from trainer.demo import TRAIN_FILE
+
+    data = TRAIN_FILE.read_bytes()[:4000].rsplit(b"\n", 1)[0] + b"\n"
+    server = FileServer({"/object/train.jsonl": data})
+    try:
+        url = server.url.replace("://", f"://user:{CANARY}-userinfo@") + "/object/train.jsonl" + SIGNED
+        values = {"DATASET_PATH": url, "TRAINING_CONFIG": {"eval_strategy": "no"}} if where == "DATASET_PATH" else {
+            "PREDICTIONS_CONFIG": {"samples_path": url, "enabled": True, "sample_count": 2}}
+        proc = run_entrypoint(job_env(tmp_path / "out", **values), "check")
+    finally:
+        server.close()
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode == 0, printed[-3000:]
+    assert f"{server.url}/object/train.jsonl: " in printed  # named, without its query
+    assert CANARY not in printed
+    assert all(CANARY not in p.name for p in (tmp_path / "out").rglob("*"))

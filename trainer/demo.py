@@ -32,6 +32,12 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}assistant: {% endif %}"
 )
 CHAT_WORDS = ["system:", "user:", "assistant:"]
+#: The demo model's context (positions): a prompt this long leaves no room to answer.
+DEMO_CONTEXT = 256
+#: A user's data the CPU demo takes: beyond this, training from scratch on a CPU takes too long to
+#: be a try-out (about a minute per 1,000 rows of short text on two cores, at the demo's 8 epochs).
+DEMO_MAX_ROWS = 20_000
+DEMO_MAX_WORDS = 1_000_000
 
 
 def make_task_rows(count: int, seed: int) -> list[dict[str, str]]:
@@ -83,7 +89,7 @@ def build_model(tokenizer, *, hidden_size: int = 128, layers: int = 2, heads: in
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
-        max_position_embeddings=256,
+        max_position_embeddings=DEMO_CONTEXT,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -93,13 +99,17 @@ def build_model(tokenizer, *, hidden_size: int = 128, layers: int = 2, heads: in
     return LlamaForCausalLM(config)
 
 
-def demo_tokenizer():
-    """The demo's tokenizer, trained on the bundled data."""
+def demo_tokenizer(data_files: list[Path] | None = None):
+    """The demo's tokenizer, trained on `data_files` (the job's own data: its training, evaluation
+    and samples files), else on the bundled data. Trained on the data it will read, it knows every
+    word of it: a user's data is not all <unk> to it."""
+    from trainer.data import read_rows, row_format, row_texts
+
     texts = []
-    for path in (TRAIN_FILE, EVAL_FILE):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            texts += [row["prompt"], row["completion"]]
+    for path in data_files or (TRAIN_FILE, EVAL_FILE):
+        for _line, _position, row in read_rows(path).rows:
+            if row_format(row)[0]:
+                texts += row_texts(row)
     return build_tokenizer(texts)
 
 

@@ -1,5 +1,10 @@
 """Data from where a pod gets it: a local path, or an https URL (a signed storage URL, say)
-downloaded once onto the volume, with retries and a size check, and reused on restart."""
+downloaded once onto the volume, with retries and a size check, and reused on restart.
+
+The file is stored as the server sent it: a `Content-Encoding: gzip` body stays compressed (its
+Content-Length is the compressed size, so the size check compares like with like) and the reader
+(trainer/data.py) decompresses any gzip by its magic bytes, whatever the URL's name says.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,17 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from trainer.redact import redact_url
+
 CHUNK = 1 << 20
+#: Why a server refuses a URL, in words a user can act on.
+REFUSALS = {
+    401: "the server refused the URL (401 unauthorized): its signature is missing or invalid; ask for a fresh URL",
+    403: "the server refused the URL (403 forbidden): a signed URL that has expired, or one without access to "
+         "this file; ask for a fresh signed URL",
+    404: "not found (404): no file at this address",
+    410: "gone (410): the file was removed",
+}
 
 
 class DownloadError(Exception):
@@ -23,9 +38,8 @@ def is_url(path: str) -> bool:
 
 
 def public_name(url: str) -> str:
-    """What may be logged of a URL: host and path, never the query string."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    """What may be logged of a URL: scheme, host and path; never the query string or userinfo."""
+    return redact_url(url)
 
 
 class _Transient(Exception):
@@ -43,11 +57,14 @@ def local_path(path_or_url: str, output_dir: Path) -> Path:
     target = Path(output_dir) / "downloads" / f"{key}-{Path(parts.path).name or 'data'}"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DownloadError(f"{redact_url(path_or_url)}: cannot create {target.parent} ({e.strerror})") from None
     try:
         _download(path_or_url, target)
     except _Transient as e:
-        raise DownloadError(f"{public_name(path_or_url)}: {e}, after 5 attempts") from None
+        raise DownloadError(f"{redact_url(path_or_url)}: {e}, after 5 attempts") from None
     return target
 
 
@@ -59,20 +76,29 @@ def local_path(path_or_url: str, output_dir: Path) -> Path:
 )
 def _download(url: str, target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
+    # Only encodings the reader can undo: gzip (by its magic bytes) or none.
+    headers = {"Accept-Encoding": "gzip, identity"}
     try:
-        with httpx.stream("GET", url, timeout=60, follow_redirects=True) as response:
+        with httpx.stream("GET", url, timeout=60, follow_redirects=True, headers=headers) as response:
             if response.status_code >= 500 or response.status_code in (408, 429):
                 raise _Transient(f"HTTP {response.status_code}")
             if response.status_code != 200:
-                raise DownloadError(f"{public_name(url)}: HTTP {response.status_code}")
+                reason = REFUSALS.get(response.status_code, f"HTTP {response.status_code}")
+                raise DownloadError(f"{redact_url(url)}: {reason}")
+            encoding = response.headers.get("content-encoding", "identity").lower()
+            if encoding not in ("identity", "gzip", "x-gzip"):
+                raise DownloadError(f"{redact_url(url)}: the server sent Content-Encoding {encoding!r}; "
+                                    "accepted: gzip or none")
             expected = response.headers.get("content-length")
             size = 0
             with open(partial, "wb") as f:
-                for chunk in response.iter_bytes(CHUNK):
+                for chunk in response.iter_raw(CHUNK):  # as sent: the size check counts these bytes
                     f.write(chunk)
                     size += len(chunk)
         if expected is not None and size != int(expected):
             raise _Transient(f"got {size} bytes of {expected}")
     except httpx.TransportError as e:
         raise _Transient(f"{type(e).__name__}") from None
+    except OSError as e:
+        raise DownloadError(f"{redact_url(url)}: cannot write {partial} ({e.strerror})") from None
     os.replace(partial, target)  # atomic: a half download is never taken for a whole one

@@ -45,8 +45,10 @@ def resolve_dtype(training: TrainingConfig, precision: str):
 
 
 def load_tokenizer(cfg: JobConfig):
-    if cfg.is_demo:
-        return demo_tokenizer()
+    if cfg.is_demo:  # trained on the job's own data when it has some (trainer/datacheck.py)
+        from trainer.datacheck import local_files, user_data
+
+        return demo_tokenizer(local_files(cfg) if user_data(cfg) else None)
     from transformers import AutoTokenizer
 
     t = cfg.training

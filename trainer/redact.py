@@ -1,20 +1,26 @@
-"""What may be printed of a URL: scheme, host and path. The query string (a signed URL's
-signature) and userinfo (a connection string's password) are credentials and never shown."""
+"""What may be printed of a URL: a signed URL's query string (its signature) and a URL's userinfo
+(user:password@) are credentials, so every URL the image prints goes through `redact_url`."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 
 def redact_url(url: str) -> str:
-    """`url` without userinfo, query string or fragment; text that is not a URL comes back as it is."""
-    parts = urlsplit(url)
+    """`url` without its query string, fragment and userinfo: scheme://host[:port]/path. Text that
+    is not a URL (a local path) comes back as it is."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # a malformed URL (a bad port, say): show nothing that might be secret
+        return "<unparsable URL>"
     if not parts.scheme or not parts.netloc:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def redact_text(text: str, urls) -> str:

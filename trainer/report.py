@@ -14,6 +14,7 @@ from rich.table import Table
 from predictions.keys import key_role
 from trainer.config import VARIABLES, JobConfig, expected_rounds
 from trainer.data import holdout_size
+from trainer.datacheck import user_data
 from trainer.fetch import is_url
 from trainer.redact import redact_url
 
@@ -181,8 +182,9 @@ def count_rows(path: str) -> int | None:
 def decisions(cfg: JobConfig, processes: int, device: str, precision: str) -> list[str]:
     """One line per decision, in plain words."""
     lines = []
+    trained_on = "your data" if user_data(cfg) else "the bundled data"
     model = ("the bundled demo: a small Llama built from a config with fresh weights, tokenizer trained on "
-             "the bundled data" if cfg.is_demo else cfg.model_name)
+             f"{trained_on}" if cfg.is_demo else cfg.model_name)
     lines.append(f"model: {model}; fine-tuning: {cfg.training.finetuning}")
     shape = {"platform": "the platform's nested job configuration (mapped onto this image's keys)",
              "flat": "this image's flat keys", "none": "not set"}[cfg.config_shape]

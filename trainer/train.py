@@ -18,7 +18,7 @@ from transformers.utils import logging as hf_logging
 from trainer import checkpoints
 from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
 from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
-from trainer.fetch import DownloadError, local_path
+from trainer.datacheck import Source, fetch, model_context, record_failure, sources
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
 
 #: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
@@ -79,10 +79,16 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
 
 
 def load_data(cfg: JobConfig, tokenizer, log=log) -> tuple[list[Example], list[Example] | None]:
-    train = load_examples(local_path(cfg.dataset_path, cfg.output_dir), tokenizer, log=log)
+    """Training and evaluation examples, read and checked as the parent's data check reads them."""
+    context = model_context(cfg, tokenizer)
+    train_source, *others = sources(cfg)
+    train = load_examples(fetch(train_source, cfg.output_dir), tokenizer, label=train_source.label,
+                          context=context, log=log)
     evaluation = None
-    if cfg.eval_dataset_path:
-        evaluation = load_examples(local_path(cfg.eval_dataset_path, cfg.output_dir), tokenizer, log=log)
+    eval_source = next((s for s in others if s.variable == "EVAL_DATASET_PATH"), None)
+    if eval_source:
+        evaluation = load_examples(fetch(eval_source, cfg.output_dir), tokenizer, label=eval_source.label,
+                                   context=context, log=log)
     elif cfg.training.eval_split > 0:
         train, evaluation = split_holdout(train, cfg.training.eval_split, cfg.training.seed)
         log(f"data: held out {len(evaluation)} of {len(train) + len(evaluation)} rows for evaluation")
@@ -90,27 +96,36 @@ def load_data(cfg: JobConfig, tokenizer, log=log) -> tuple[list[Example], list[E
 
 
 def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None,
-                 samples_file: Path | None):
-    """The fixed sample: from samples_path, else the evaluation data, else the training data."""
+                 samples_rows: list[Example] | None):
+    """The fixed sample: from samples_path (its rows, read with the data), else the evaluation
+    data, else the training data."""
     p = cfg.predictions
+    by_variable = {s.variable: s for s in sources(cfg)}
+    train_source = sources(cfg)[0]
     if p.samples_path:
-        source, source_id, path = "samples", p.samples_path, samples_file
-        examples = load_examples(samples_file, tokenizer, log=log)
+        source, file, examples = "samples", by_variable["PREDICTIONS_CONFIG.samples_path"], samples_rows
     elif evaluation:
         # A held-out split's rows come from (and are indexed in) the training file.
-        source, source_id, examples = "eval", cfg.eval_dataset_path or cfg.dataset_path, evaluation
-        path = local_path(source_id, cfg.output_dir)
+        source, file, examples = "eval", by_variable.get("EVAL_DATASET_PATH", train_source), evaluation
     else:
-        source, source_id, examples = "train", cfg.dataset_path, train
-        path = local_path(source_id, cfg.output_dir)
+        source, file, examples = "train", train_source, train
     from predictions.sampler import draw_samples
 
     triples = [(e.source_index, e.prompt, e.completion) for e in examples]
     # The file's name only: a signed URL's query string is a credential.
-    name = Path(source_id.split("?", 1)[0]).name
+    name = Path(file.location.split("?", 1)[0]).name
     # The rows as read give the platform's prompt ids (a hash of the source messages).
     return draw_samples(triples, p.sample_count, seed=p.seed, source=source, source_id=name,
-                        source_rows=read_rows(path))
+                        source_rows=_rows_by_position(fetch(file, cfg.output_dir)))
+
+
+def _rows_by_position(path: Path) -> list:
+    """The file's rows indexed by source_index (None where a line could not be parsed)."""
+    parsed = read_rows(path).rows
+    rows: list = [None] * (max((position for _, position, _ in parsed), default=-1) + 1)
+    for _line, position, row in parsed:
+        rows[position] = row
+    return rows
 
 
 def _several_ranks() -> bool:
@@ -147,9 +162,15 @@ def main() -> int:
     try:
         with args.main_process_first(local=True, desc="data"):  # one rank downloads, the others reuse
             train, evaluation = load_data(cfg, tokenizer, quiet)
-            samples_file = local_path(cfg.predictions.samples_path, cfg.output_dir) if cfg.predictions.samples_path else None
-    except (DataError, DownloadError) as e:
+            samples_rows = None
+            if cfg.predictions.enabled and cfg.predictions.samples_path:
+                samples_source = Source("PREDICTIONS_CONFIG.samples_path", cfg.predictions.samples_path)
+                samples_rows = load_examples(fetch(samples_source, cfg.output_dir), tokenizer, label=samples_source.label,
+                                             context=model_context(cfg, tokenizer), log=quiet)
+    except DataError as e:  # the parent checked already; a hub tokenizer can still find prompts too long
         log(f"data error: {e}")
+        if is_main:
+            record_failure(cfg.output_dir, str(e))
         return EXIT_CONFIG
     max_len = cfg.training.max_seq_length
     train_ds = [tokenize(e, tokenizer, max_len) for e in train]
@@ -166,7 +187,7 @@ def main() -> int:
         from predictions.rounds import PredictionRounds
         from predictions.writers.local import LocalJsonlWriter
 
-        samples = pick_samples(cfg, tokenizer, train, evaluation, samples_file)
+        samples = pick_samples(cfg, tokenizer, train, evaluation, samples_rows)
         done_steps: set[int] = set()
         if is_main:
             from predictions.storage import open_remote_writer, previously_written_steps

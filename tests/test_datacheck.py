@@ -1,0 +1,105 @@
+"""The parent's data check: the same reader as training, a hub model's local tokenizer, the
+CPU demo's limits, and a training process's data error handed back to the parent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import trainer.datacheck as datacheck
+from tests.e2e import ROOT, job_env
+from trainer.config import VARIABLES, load_config
+from trainer.data import DataError
+from trainer.datacheck import RunRefused, check_data, check_machine, recorded_failure
+
+ROWS = [{"prompt": f"say {w}", "completion": w} for w in "red cat blue dog fox owl".split()]
+
+
+@pytest.fixture
+def job(monkeypatch, tmp_path):
+    """load_config() with only the given variables set (and OUTPUT_DIR under tmp_path)."""
+    def make(**values):
+        for name in VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
+        for k, v in values.items():
+            monkeypatch.setenv(k, v if isinstance(v, str) else json.dumps(v))
+        return load_config()
+    return make
+
+
+def write(path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_data_too_large_for_the_cpu_demo_is_refused_before_training(job, tmp_path, monkeypatch):
+    monkeypatch.setattr(datacheck, "DEMO_MAX_ROWS", 5)
+    cfg = job(DATASET_PATH=write(tmp_path / "t.jsonl", ROWS), TRAINING_CONFIG={"eval_strategy": "no"})
+    lines = []
+    with pytest.raises(DataError, match="MODEL_NAME: the demo model trains from scratch on a CPU and takes at most 5 rows"):
+        check_data(cfg, log=lines.append)
+    assert datacheck.DEMO_ON_YOUR_DATA in lines
+
+
+def test_a_local_hub_style_model_gets_the_context_and_unknown_token_checks(job, tmp_path):
+    from trainer.demo import build_tokenizer
+
+    tokenizer = build_tokenizer(["say red cat blue dog"])
+    tokenizer.model_max_length = 6
+    tokenizer.save_pretrained(tmp_path / "model")
+    rows = [*ROWS, {"prompt": "say " + "red " * 10, "completion": "x"}]
+    cfg = job(MODEL_NAME=str(tmp_path / "model"), DATASET_PATH=write(tmp_path / "t.jsonl", rows))
+    lines = []
+    check_data(cfg, log=lines.append)
+    assert "prompt longer than the model's context (6 tokens): 1 (line 7)" in lines[1]
+    # fox and owl (prompt and completion each) are unknown to a tokenizer that never saw them; the
+    # skipped row is not counted
+    assert "WARNING 4 of 18 tokens (22.2%) are unknown to the tokenizer" in lines[2]
+
+
+def test_output_dir_and_process_count(job, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    cfg = job()
+    monkeypatch.setattr(datacheck.os, "cpu_count", lambda: 2)
+    check_machine(cfg, 2, "cpu")
+    with pytest.raises(RunRefused, match="NUM_PROCESSES: 3 training processes, but this machine has 2 CPU cores"):
+        check_machine(cfg, 3, "cpu")
+    cfg = job(OUTPUT_DIR=str(tmp_path / "file" / "out"))
+    with pytest.raises(RunRefused, match="OUTPUT_DIR: .* is not writable"):
+        check_machine(cfg, 1, "cpu")
+
+
+def test_a_training_process_that_fails_on_data_leaves_the_message_for_the_parent(tmp_path):
+    """The parent normally refuses first; this is the training process's own guard, run directly."""
+    out = tmp_path / "out"
+    env = job_env(out, DATASET_PATH=write(tmp_path / "bad.jsonl", [{"text": "x"}]),
+                  TRAINING_CONFIG={"eval_strategy": "no"})
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "trainer.train"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 78, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert f"data error: DATASET_PATH {tmp_path}/bad.jsonl: no usable row" in proc.stdout
+    assert recorded_failure(out, clear=True).startswith(f"DATASET_PATH {tmp_path}/bad.jsonl: no usable row")
+    assert recorded_failure(out) is None  # cleared
+
+
+def test_the_parent_reports_a_training_process_data_error_with_78(job, tmp_path, monkeypatch, capsys):
+    """accelerate's launcher exits 1 whatever its child's code: the message left on the volume
+    is what tells the parent it was the data."""
+    import entrypoint
+    import trainer.launch
+
+    def failing_children(cmd, extra_env, *, log):
+        datacheck.record_failure(tmp_path / "out", "DATASET_PATH x.jsonl: no usable row")
+        return 1
+
+    job(DATASET_PATH=write(tmp_path / "t.jsonl", ROWS), TRAINING_CONFIG={"eval_strategy": "no"})
+    monkeypatch.setattr(trainer.launch, "run_children", failing_children)
+    assert entrypoint.main([]) == 78
+    assert "data error: DATASET_PATH x.jsonl: no usable row" in capsys.readouterr().out
+    assert recorded_failure(tmp_path / "out") is None  # consumed

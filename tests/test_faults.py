@@ -1,0 +1,220 @@
+"""The fault suite: real runs of the entrypoint, fed what a hostile or careless user (or a broken
+machine) gives it. Each case ends refused clearly (its exit code, a message naming the variable)
+or handled (every row stored once, or in the spool) — never a traceback, a hang or a secret
+printed. tests/faults.py keeps the totals; the session prints them as its last line.
+
+Data faults are refused by the parent's data check before any model loads (seconds each); data
+that is merely damaged is read by `check` (the same reader the training processes use), and one
+real run trains on all of it at once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, wait_for
+from tests.faults import CANARY, Ended, FileServer, judge, processes_with, run
+
+pytestmark = pytest.mark.faults
+
+BOM = b"\xef\xbb\xbf"
+WORDS = "red blue green cat dog fox".split()
+ROWS = [{"prompt": f"reverse: {WORDS[i % 6]} {WORDS[(i * 5 + 1) % 6]}",
+         "completion": f"{WORDS[(i * 5 + 1) % 6]} {WORDS[i % 6]}"} for i in range(20)]
+JSONL = b"".join(json.dumps(r).encode() + b"\n" for r in ROWS)
+#: Canaries in the secrets a run might touch, though these cases never need them to work.
+SECRETS = {"JOB_TOKEN": f"{CANARY}-job", "INTERNAL_API_KEY": f"{CANARY}-internal"}
+
+
+def lines_with(bad: bytes, at: int) -> bytes:
+    """The 20 good rows with `bad` inserted as line `at` (1-based)."""
+    rows = JSONL.splitlines()
+    return b"\n".join([*rows[:at - 1], bad, *rows[at - 1:]]) + b"\n"
+
+
+def env_for(tmp_path: Path, **values) -> dict[str, str]:
+    """A local-mode job on the demo model, kept tiny."""
+    values.setdefault("TRAINING_CONFIG", {**QUICK_TRAINING, "max_steps": 4, "save_strategy": "no"})
+    values.setdefault("PREDICTIONS_CONFIG", {"enabled": True, "sample_count": 4, "sample_frequency": "steps",
+                                             "step_interval": 2, "max_new_tokens": 4})
+    return job_env(tmp_path / "out", **SECRETS, **values)
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = FileServer(
+        {"/d/train.jsonl.gz": gzip.compress(JSONL), "/d/encoded.jsonl": gzip.compress(JSONL),
+         "/d/damaged.jsonl": gzip.compress(BOM + lines_with(b"{not json", 4))},
+        gzip_encoded={"/d/encoded.jsonl", "/d/damaged.jsonl"}, refuse={"/d/expired.jsonl.gz"})
+    yield s
+    s.close()
+
+
+# Damaged data, read: `check` reads every file as the training processes do, and exits 0.
+HANDLED = {
+    "invalid JSON line": (lines_with(b'{"prompt": "red",', 11), ["20 usable rows", "invalid JSON: 1 (line 11)"]),
+    "BOM in JSONL": (BOM + JSONL, ["20 usable rows (20 prompt/completion)"]),
+    "BOM in a JSON list": (BOM + json.dumps(ROWS).encode(), ["20 usable rows"]),
+    "invalid UTF-8 in a row": (lines_with(b'{"prompt": "r\xffd", "completion": "x"}', 5),
+                               ["20 usable rows", "invalid UTF-8: 1 (line 5)"]),
+    "raw NUL in a string": (lines_with(b'{"prompt": "r\x00d", "completion": "x"}', 7),
+                            ["20 usable rows", "NUL byte: 1 (line 7)"]),
+    "data wrapper": (json.dumps({"data": ROWS}).encode(), ["20 usable rows"]),
+    "gzip file": (gzip.compress(JSONL), ["20 usable rows"]),
+}
+
+
+@pytest.mark.parametrize("case", HANDLED)
+def test_damaged_dataset_is_read_row_by_row(case, tmp_path):
+    data, says = HANDLED[case]
+    (tmp_path / "train.jsonl").write_bytes(data)
+    judge(run(env_for(tmp_path, DATASET_PATH=str(tmp_path / "train.jsonl")), "check"),
+          code=0, says=["DATASET_PATH", *says, "check: configuration, data and database are ready"])
+
+
+def test_invalid_line_in_the_samples_file(tmp_path):
+    (tmp_path / "train.jsonl").write_bytes(JSONL)
+    (tmp_path / "samples.jsonl").write_bytes(lines_with(b"{oops", 2))
+    predictions = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 2,
+                   "samples_path": str(tmp_path / "samples.jsonl")}
+    judge(run(env_for(tmp_path, DATASET_PATH=str(tmp_path / "train.jsonl"), PREDICTIONS_CONFIG=predictions), "check"),
+          code=0, says=["PREDICTIONS_CONFIG.samples_path", "20 usable rows", "invalid JSON: 1 (line 2)"])
+
+
+@pytest.mark.parametrize("path", ["/d/train.jsonl.gz", "/d/encoded.jsonl"])
+def test_gzip_over_http_as_bytes_or_content_encoding(server, path, tmp_path):
+    judge(run(env_for(tmp_path, DATASET_PATH=server.signed(path)), "check"),
+          code=0, says=[f"DATASET_PATH {server.url}{path}: 20 usable rows"])
+
+
+# Data that cannot be used at all: the run itself is refused with 78, before the model loads.
+def refused_data(tmp_path: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
+    (tmp_path / "none.jsonl").write_text('{"text": "no format"}\n{"prompt": "", "completion": "x"}\n')
+    packed = gzip.compress(JSONL)
+    (tmp_path / "cut.jsonl.gz").write_bytes(packed[:len(packed) // 2])
+    (tmp_path / "train.jsonl").write_bytes(JSONL)
+    (tmp_path / "folder").mkdir()
+    return {
+        "no usable row": ({"DATASET_PATH": str(tmp_path / "none.jsonl")},
+                          ["DATASET_PATH", "no usable row", "fits no format: 1 (line 1)", "empty prompt: 1 (line 2)"]),
+        "a directory": ({"DATASET_PATH": str(tmp_path / "folder")}, ["DATASET_PATH", "is a directory"]),
+        "truncated gzip": ({"DATASET_PATH": str(tmp_path / "cut.jsonl.gz")},
+                           ["DATASET_PATH", "cut.jsonl.gz: a gzip file that is truncated or corrupt"]),
+        "samples without a usable row": (
+            {"DATASET_PATH": str(tmp_path / "train.jsonl"),
+             "PREDICTIONS_CONFIG": json.dumps({"enabled": True, "sample_count": 4, "samples_path": str(tmp_path / "none.jsonl")})},
+            ["PREDICTIONS_CONFIG.samples_path", "no usable row"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["no usable row", "a directory", "truncated gzip", "samples without a usable row"])
+def test_unusable_data_is_refused_before_training(case, tmp_path):
+    values, says = refused_data(tmp_path)[case]
+    ended = run(env_for(tmp_path, **values))
+    judge(ended, code=78, says=["data error:", *says])
+    assert "launch:" not in ended.output  # refused in the parent: no training process started
+
+
+def test_check_refuses_a_dataset_with_no_usable_row_naming_its_lines(tmp_path):
+    values, says = refused_data(tmp_path)["no usable row"]
+    judge(run(env_for(tmp_path, **values), "check"), code=78, says=["data error:", *says])
+
+
+def test_expired_signed_url_is_refused_without_its_signature(server, tmp_path):
+    judge(run(env_for(tmp_path, DATASET_PATH=server.signed("/d/expired.jsonl.gz"))),
+          code=78, says=["DATASET_PATH", "403", "expired", f"{server.url}/d/expired.jsonl.gz"])
+
+
+# The machine and the process count.
+def test_output_dir_not_writable(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    env = env_for(tmp_path)
+    env["OUTPUT_DIR"] = str(tmp_path / "a-file" / "out")  # under a file: no one can create it, not even root
+    judge(run(env), code=78, says=["OUTPUT_DIR", "is not writable"])
+
+
+@pytest.mark.parametrize("count", ["0", "999"])
+def test_impossible_process_count(count, tmp_path):
+    judge(run(env_for(tmp_path, NUM_PROCESSES=count)), code=78, says=["NUM_PROCESSES"])
+
+
+# The database, in postgres mode.
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_env(tmp_path: Path, db_url: str) -> dict[str, str]:
+    return env_for(tmp_path, SUPABASE_DB_URL=db_url, JOB_ID="33333333-3333-4333-8333-333333333333",
+                   USER_ID="11111111-1111-4111-8111-111111111111")
+
+
+def test_database_down_from_the_start(tmp_path):
+    url = f"postgresql://postgres:{CANARY}@127.0.0.1:{_closed_port()}/postgres"
+    judge(run(_postgres_env(tmp_path, url)), code=76, says=["SUPABASE_DB_URL", "cannot connect"])
+
+
+@pytest.mark.postgres
+def test_database_wrong_password(pg_db, tmp_path):
+    url = pg_db.replace("pg-test-password", f"{CANARY}-wrong")
+    judge(run(_postgres_env(tmp_path, url)), code=76, says=["SUPABASE_DB_URL", "password authentication failed"])
+
+
+# Real training runs.
+@pytest.mark.slow
+def test_a_run_on_damaged_data_trains_and_stores_every_row_once(server, tmp_path):
+    """Content-Encoding gzip behind a signed URL, a BOM and an invalid line; a gzipped {"data"}
+    evaluation file with a BOM; a samples file with an invalid line: trained on, all of it."""
+    (tmp_path / "eval.json.gz").write_bytes(gzip.compress(BOM + json.dumps({"data": ROWS[:6]}).encode()))
+    (tmp_path / "samples.jsonl").write_bytes(lines_with(b"\x00{", 3))
+    predictions = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 2,
+                   "max_new_tokens": 4, "samples_path": str(tmp_path / "samples.jsonl")}
+    env = env_for(tmp_path, DATASET_PATH=server.signed("/d/damaged.jsonl"), EVAL_DATASET_PATH=str(tmp_path / "eval.json.gz"),
+                  PREDICTIONS_CONFIG=predictions)
+    ended = run(env, timeout=400)
+    rows = spool_rows(tmp_path / "out")
+    keys = {(r["step"], r["sample_index"]) for r in rows}
+    expected = {(step, i) for step in (2, 4) for i in range(4)}
+    judge(ended, code=0, says=["invalid JSON: 1 (line 4)", "NUL byte: 1 (line 3)", "6 usable rows"],
+          lost=len(expected - keys) + (len(rows) - len(keys)))
+    assert keys == expected
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_flushes_the_spool_and_leaves_no_process(tmp_path):
+    out = tmp_path / "out"
+    env = env_for(tmp_path, TRAINING_CONFIG={**QUICK_TRAINING, "max_steps": 2000, "save_strategy": "no"},
+                  PREDICTIONS_CONFIG={"enabled": True, "sample_count": 4, "sample_frequency": "steps",
+                                      "step_interval": 5, "max_new_tokens": 4})
+    proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        started = wait_for(lambda: len({r["step"] for r in spool_rows(out)}) >= 2, timeout=300, interval=0.5)
+        assert started, "no prediction round within 300s"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        kill_tree_hard(proc)
+        output, code = proc.communicate()[0], None
+    rows = spool_rows(out)  # every line parses: none torn
+    by_step: dict[int, set[int]] = {}
+    for r in rows:
+        by_step.setdefault(r["step"], set()).add(r["sample_index"])
+    complete = [s for s, idx in by_step.items() if idx == set(range(4))]
+    # A round cut short by the signal is redone by a restart; every earlier round is whole, once.
+    lost = sum(4 - len(idx) for s, idx in by_step.items() if s != max(by_step)) + (len(rows) - sum(map(len, by_step.values())))
+    judge(Ended(code, output), code=128 + signal.SIGTERM, says=["got SIGTERM"], lost=lost, handled=True)
+    assert len(complete) >= 2
+    time.sleep(1)
+    assert processes_with(str(out)) == [], "a training process outlived the entrypoint"

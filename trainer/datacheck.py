@@ -1,0 +1,186 @@
+"""Data checked before training, in the parent: the same reader the training processes use.
+
+`check_data` downloads each URL once onto the volume (trainer/fetch.py), reads every file the job
+names — DATASET_PATH / DATASET_URL, EVAL_DATASET_PATH, PREDICTIONS_CONFIG.samples_path — and
+validates it row by row (trainer/data.py). It prints usable rows per format and skipped rows by
+reason with their lines, and raises `DataError` naming the variable, the file and the reason when a
+file cannot be used at all. The entrypoint runs it before `accelerate launch` and in `check`, so a
+bad file stops the pod in seconds with exit 78 instead of crashing a training process after the
+model has loaded.
+
+The context-length and unknown-token checks need the model's tokenizer: the demo's is trained
+here in-process (cheap); a hub model's is used only if it is already on this machine (no download
+in the parent) — otherwise the training process makes those checks with the same code.
+
+Also here, the other things a run needs from the machine before it starts: a writable OUTPUT_DIR
+and a process count the machine can run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trainer.config import JobConfig
+from trainer.data import FORMATS_HELP, DataError, FileRows, read_rows, row_format, row_texts, usable_examples
+from trainer.demo import DEMO_CONTEXT, DEMO_MAX_ROWS, DEMO_MAX_WORDS, TRAIN_FILE, demo_tokenizer
+from trainer.fetch import DownloadError, is_url, local_path
+from trainer.redact import redact_url
+
+#: A training process that fails on data leaves its message here, for the parent to report with exit 78.
+FAILURE_FILE = "data-error.txt"
+UNKNOWN_CONTEXT = 1_000_000  # transformers' stand-in for "no limit" is 1e30: treat as unknown
+DEMO_ON_YOUR_DATA = ("demo model: a small model trained from scratch on your data, for trying the image on a CPU; "
+                     "set MODEL_NAME for real fine-tuning")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file the job reads: the variable that names it and the path or URL as given."""
+
+    variable: str
+    location: str
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the variable and the file, a URL without its query."""
+        return f"{self.variable} {redact_url(self.location) if is_url(self.location) else self.location}"
+
+
+def sources(cfg: JobConfig) -> list[Source]:
+    """Every data file of the job, training data first."""
+    # DATASET_URL is the platform's name for DATASET_PATH (helper B1's config): name what the user set.
+    named = "DATASET_URL" if getattr(cfg.env, "DATASET_URL", None) and not cfg.env.DATASET_PATH else "DATASET_PATH"
+    found = [Source(named, cfg.dataset_path)]
+    if cfg.eval_dataset_path:
+        found.append(Source("EVAL_DATASET_PATH", cfg.eval_dataset_path))
+    if cfg.predictions.enabled and cfg.predictions.samples_path:
+        found.append(Source("PREDICTIONS_CONFIG.samples_path", cfg.predictions.samples_path))
+    return found
+
+
+def fetch(source: Source, output_dir: Path) -> Path:
+    """The local file of `source` (downloaded once onto the volume); DataError naming it if not."""
+    try:
+        return local_path(source.location, output_dir)
+    except DownloadError as e:
+        raise DataError(f"{source.variable}: {e}") from None
+
+
+def local_files(cfg: JobConfig) -> list[Path]:
+    """The local files of every source (what the demo's tokenizer is trained on)."""
+    return [fetch(s, cfg.output_dir) for s in sources(cfg)]
+
+
+def user_data(cfg: JobConfig) -> bool:
+    """True when the demo model trains on a user's data rather than the bundled data."""
+    return cfg.is_demo and Path(cfg.dataset_path) != TRAIN_FILE
+
+
+def model_context(cfg: JobConfig, tokenizer) -> int | None:
+    """The model's context in tokens, when known."""
+    if cfg.is_demo:
+        return DEMO_CONTEXT
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < UNKNOWN_CONTEXT else None
+
+
+def _local_tokenizer(model_name: str):
+    """The hub model's tokenizer if it is on this machine already (a path, or the HF cache); else None."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # a miss is expected here, not news
+    try:
+        return AutoTokenizer.from_pretrained(model_name, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:  # not cached, or not a tokenizer transformers can load offline
+        return e
+
+
+def check_data(cfg: JobConfig, *, log: Callable[[str], None] = print) -> None:
+    """Read and validate every data file of the job; raise DataError when one cannot be used."""
+    files: list[tuple[Source, FileRows]] = []
+    paths = []
+    for source in sources(cfg):
+        path = fetch(source, cfg.output_dir)
+        paths.append(path)
+        try:
+            files.append((source, read_rows(path, name=source.label)))
+        except DataError as e:
+            raise DataError(f"{source.variable}: {e}") from None
+
+    if cfg.is_demo:
+        tokenizer = demo_tokenizer(paths if user_data(cfg) else None)
+    else:
+        tokenizer = _local_tokenizer(cfg.model_name)
+        if isinstance(tokenizer, Exception):
+            log(f"data: the tokenizer of {cfg.model_name} is not on this machine yet: prompt lengths and unknown "
+                "tokens are checked by the training process once it has downloaded it")
+            tokenizer = None
+    context = model_context(cfg, tokenizer) if tokenizer is not None else None
+
+    for source, file in files:
+        checked = usable_examples(file, tokenizer, context=context, max_length=cfg.training.max_seq_length)
+        for line in checked.describe(source.label):
+            log(line)
+        if not checked.examples:
+            raise DataError(f"{source.label}: no usable row (the reasons are above); {FORMATS_HELP}")
+
+    if user_data(cfg):
+        rows = sum(len(f.rows) for _s, f in files)
+        words = sum(len(text.split()) for _s, f in files for _l, _p, row in f.rows if row_format(row)[0]
+                    for text in row_texts(row))
+        log(DEMO_ON_YOUR_DATA)
+        if rows > DEMO_MAX_ROWS or words > DEMO_MAX_WORDS:
+            raise DataError(
+                f"MODEL_NAME: the demo model trains from scratch on a CPU and takes at most {DEMO_MAX_ROWS:,} rows "
+                f"and {DEMO_MAX_WORDS:,} words; your data has {rows:,} rows and {words:,} words. Set MODEL_NAME to a "
+                "real model for fine-tuning (on a GPU), or try the demo on a smaller file")
+
+
+def record_failure(output_dir: Path, message: str) -> None:
+    """A training process's data error, left for the parent (which reports it with exit 78)."""
+    try:
+        (Path(output_dir) / FAILURE_FILE).write_text(message + "\n")
+    except OSError:
+        return  # the message is printed anyway; the parent then reports the launcher's code
+
+
+def recorded_failure(output_dir: Path, *, clear: bool = False) -> str | None:
+    """The data error a training process left, if any (and remove it when `clear`)."""
+    path = Path(output_dir) / FAILURE_FILE
+    try:
+        message = path.read_text().strip()
+    except OSError:
+        return None
+    if clear:
+        path.unlink(missing_ok=True)
+    return message
+
+
+class RunRefused(Exception):
+    """The machine cannot run the job as configured; the message names the variable."""
+
+
+def check_machine(cfg: JobConfig, processes: int, device: str) -> None:
+    """OUTPUT_DIR writable, and a process count this machine can run; RunRefused if not."""
+    out = cfg.output_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunRefused(f"OUTPUT_DIR: {out} is not writable ({e.strerror}); checkpoints, the final model and the "
+                         "predictions spool go there: mount a writable volume or choose another path") from None
+    if device == "cuda":
+        import torch
+
+        limit, what = torch.cuda.device_count(), "GPUs"
+    else:
+        limit, what = os.cpu_count() or 1, "CPU cores (and no GPU)"
+    if processes > limit:
+        raise RunRefused(f"NUM_PROCESSES: {processes} training processes, but this machine has {limit} {what}; "
+                         f"at most {limit} (one per GPU; on a CPU, one per core)")
