@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         log("the pod stops before loading anything; fix the variable above and start it again")
         return EXIT_CONFIG
 
-    from trainer.launch import device_kind, launch_command, process_count, run_children
+    from trainer.launch import device_kind, launch_command, process_count, run_children, strategy_refusal
     from trainer.model import resolve_precision
     from trainer.report import print_report
 
@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         return replay_command(cfg, opts.spool or cfg.predictions_path, log=log)
 
     processes, device = process_count(cfg), device_kind()
+    refusal = strategy_refusal(device)
+    if refusal:
+        log(f"configuration error: {refusal}")
+        return EXIT_CONFIG
     precision = resolve_precision(cfg.training)
     print_report(cfg, processes, device, precision)
     stop = prepare(cfg, replay_previous=opts.command == "run")

@@ -41,6 +41,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     "validation_errors",
     "validation_kind",
     "text_truncated",
+    "generation_error",
 )
 
 #: The conflict target: a round is keyed by global step, a sample by its index in the fixed sample.
@@ -111,8 +112,10 @@ def make_row(
     sample: Sample,
     generation: Generation,
     scores: Scores,
+    generation_error: str | None = None,
 ) -> dict[str, Any]:
-    """Flatten one prediction into a table row (keys = ROW_COLUMNS)."""
+    """Flatten one prediction into a table row (keys = ROW_COLUMNS). `generation_error`: why the
+    sample could not be generated (its prediction is then '')."""
     row: dict[str, Any] = {
         "job_id": job_id,
         "user_id": user_id,
@@ -143,6 +146,7 @@ def make_row(
         "validation_errors": scores.validation_errors,
         "validation_kind": scores.validation_kind,
         "text_truncated": False,
+        "generation_error": generation_error,
     }
     assert tuple(row) == ROW_COLUMNS, "make_row and ROW_COLUMNS drifted"
     return row

@@ -37,6 +37,7 @@ create table if not exists public.training_predictions (
   validation_errors jsonb,                     -- a list of messages, or null
   validation_kind   text,                      -- json_parse | json_schema | null
   text_truncated    boolean not null default false,
+  generation_error  text,                      -- why the sample could not be generated; null when it was
   created_at        timestamptz not null default now()
 );
 
@@ -46,6 +47,7 @@ alter table public.training_predictions add column if not exists temperature dou
 alter table public.training_predictions add column if not exists top_p double precision;
 alter table public.training_predictions add column if not exists stop_reason text;
 alter table public.training_predictions add column if not exists text_truncated boolean not null default false;
+alter table public.training_predictions add column if not exists generation_error text;
 
 comment on table public.training_predictions is
   'Predictions on a fixed sample of prompts, generated during training; one row per (job_id, step, sample_index).';

@@ -1,8 +1,8 @@
 """The per-rank training script, started by `accelerate launch` (see trainer/launch.py).
 
 Every rank reads the same configuration from the environment (secrets included: never argv),
-loads the data and the model, and trains with the HF Trainer. The main process alone generates
-and writes predictions; the others wait for it at a barrier.
+loads the data and the model, and trains with the HF Trainer. Every rank generates its share of
+each prediction round; the main process alone writes them (predictions/rounds.py).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def load_data(cfg: JobConfig, tokenizer, log=log) -> tuple[list[Example], list[E
 
 
 def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None,
-                 samples_file: Path | None):
+                 samples_file: Path | None, log=log):
     """The fixed sample: from samples_path, else the evaluation data, else the training data."""
     p = cfg.predictions
     if p.samples_path:
@@ -88,9 +88,11 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
         source, source_id, examples = "eval", cfg.eval_dataset_path or "eval_split", evaluation
     else:
         source, source_id, examples = "train", cfg.dataset_path, train
+    from predictions.rounds import usable_examples
     from predictions.sampler import draw_samples
 
-    triples = [(e.source_index, e.prompt, e.completion) for e in examples]
+    triples = usable_examples([(e.source_index, e.prompt, e.completion) for e in examples], tokenizer,
+                              log=log, what=f"{source} rows")
     # The file's name only: a signed URL's query string is a credential.
     name = Path(source_id.split("?", 1)[0]).name
     return draw_samples(triples, p.sample_count, seed=p.seed, source=source, source_id=name)
@@ -144,40 +146,46 @@ def main() -> int:
     resume = checkpoints.newest_complete(cfg.output_dir, log=log if is_main else None)
 
     callbacks, rounds, remote = [checkpoints.MarkComplete()], None, None
-    if cfg.predictions.enabled:
+    samples = pick_samples(cfg, tokenizer, train, evaluation, samples_file, log=quiet) if cfg.predictions.enabled else []
+    if cfg.predictions.enabled and not samples:
+        quiet("predictions: no usable sample (every prompt is empty); no rounds")
+    if samples:
         from predictions.callback import PredictionsCallback
-        from predictions.rounds import PredictionRounds
+        from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env
         from predictions.writers.local import LocalJsonlWriter
+        from trainer.launch import fsdp_enabled
 
-        samples = pick_samples(cfg, tokenizer, train, evaluation, samples_file)
         done_steps: set[int] = set()
+        local = None
         if is_main:
             from predictions.storage import open_remote_writer, previously_written_steps
 
             remote = open_remote_writer(cfg, log=log)
             done_steps = previously_written_steps(cfg, len(samples), log=log)
-            rounds = PredictionRounds(
-                samples, tokenizer, cfg.predictions, job_id=cfg.job_id, user_id=cfg.user_id,
-                local=LocalJsonlWriter(cfg.predictions_path), remote=remote,
-                json_schema=cfg.json_schema, log=log,
-                expected_rounds=expected_rounds(cfg, len(train), args.world_size),
-            )
+            local = LocalJsonlWriter(cfg.predictions_path)
+        # Every rank generates its share of a round (with FSDP in lockstep); the main process writes.
+        rounds = PredictionRounds(
+            samples, tokenizer, cfg.predictions, job_id=cfg.job_id, user_id=cfg.user_id,
+            local=local, remote=remote, json_schema=cfg.json_schema, log=quiet,
+            expected_rounds=expected_rounds(cfg, len(train), args.world_size),
+            group=RankGroup(args.process_index, args.world_size, synced=fsdp_enabled()),
+            rounds_log=cfg.output_dir / ROUNDS_LOG_NAME if is_main else None,
+            test_fault=fault_hook_from_env(),
+        )
         # Only the main process reads the spool, but every rank skips the same rounds (and their
-        # barriers): a rank that waits at a barrier the main process skips hangs the job.
+        # collectives): a rank that waits in a gather the main process skips hangs the job.
         done_steps = _from_main(done_steps)
         callbacks.append(PredictionsCallback(
-            rounds.run if rounds else (lambda *a, **k: None),
+            rounds.run,
             frequency=cfg.predictions.sample_frequency,
             step_interval=cfg.predictions.step_interval,
             baseline=cfg.predictions.baseline,
-            is_main_process=is_main,
-            barrier=_barrier,
             done_steps=done_steps,
         ))
         if is_main:
             log(f"predictions: {len(samples)} samples from {samples[0].sample_source}, "
                 f"every {cfg.predictions.sample_frequency}")
-    elif is_main:
+    elif is_main and not cfg.predictions.enabled:
         log("predictions: disabled (PREDICTIONS_CONFIG.enabled is false); no callback registered")
 
     trainer = Trainer(
