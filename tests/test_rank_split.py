@@ -132,3 +132,4 @@ def test_fsdp_training_with_predictions_on_gpus(tmp_path):
     keys = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
     assert set(keys) == {(s, i) for s in (0, 10, 20) for i in range(SAMPLES)} and set(keys.values()) == {1}
     assert [r["status"] for r in rounds_log(out)] == ["ok", "ok", "ok"]
+    assert (out / "final" / "model.safetensors").exists()  # gathered from the shards by every rank

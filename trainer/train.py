@@ -19,6 +19,7 @@ from trainer import checkpoints
 from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
 from trainer.data import DataError, Example, load_examples, split_holdout, tokenize
 from trainer.fetch import DownloadError, local_path
+from trainer.launch import fsdp_enabled
 from trainer.model import load_model, load_tokenizer, resolve_precision, save_final
 
 #: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
@@ -153,7 +154,6 @@ def main() -> int:
         from predictions.callback import PredictionsCallback
         from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env
         from predictions.writers.local import LocalJsonlWriter
-        from trainer.launch import fsdp_enabled
 
         done_steps: set[int] = set()
         local = None
@@ -201,8 +201,16 @@ def main() -> int:
         log(f"resume: from {resume.name}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
+    if fsdp_enabled():
+        # Sharded parameters: the full state dict is gathered by every rank together (a
+        # collective), so the Trainer saves; the main process alone would wait for the others.
+        trainer.save_model(str(cfg.output_dir / "final"))
+        if is_main:
+            tokenizer.save_pretrained(cfg.output_dir / "final")
+            log(f"saved: model (gathered from the FSDP shards) and tokenizer in {cfg.output_dir / 'final'}")
     if is_main:
-        save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training, log=log)
+        if not fsdp_enabled():
+            save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training, log=log)
         if rounds is not None:
             from predictions.report import print_summary
 
