@@ -108,7 +108,7 @@ def usable_examples(triples: Sequence[tuple[int, str, str]], tokenizer, *, log: 
     dropped = [t[0] for t, n in zip(triples, lengths) if n == 0]
     if dropped:
         shown = ", ".join(map(str, dropped[:5])) + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else "")
-        log(f"predictions: dropped {len(dropped)} {what} whose prompt is empty (rows {shown}); "
+        log(f"predictions: dropped {len(dropped)} {what} whose prompt is empty (source_index {shown}); "
             "a round cannot generate from nothing")
     return [t for t, n in zip(triples, lengths) if n > 0]
 

@@ -117,7 +117,7 @@ def test_prompts_that_tokenise_to_nothing_are_dropped_before_the_draw_with_a_lin
     lines: list[str] = []
     triples = [(0, "reverse: red", "red"), (1, "   ", "x"), (2, "reverse: cat dog", "dog cat"), (3, "", "y")]
     assert usable_examples(triples, tokenizer, log=lines.append, what="samples rows") == [triples[0], triples[2]]
-    assert lines == ["predictions: dropped 2 samples rows whose prompt is empty (rows 1, 3); "
+    assert lines == ["predictions: dropped 2 samples rows whose prompt is empty (source_index 1, 3); "
                      "a round cannot generate from nothing"]
     assert usable_examples(triples[:1], tokenizer, log=lines.append) == triples[:1] and len(lines) == 1
 
