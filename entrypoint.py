@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return report_command(cfg, job_id=opts.job, html=opts.html, source=opts.source, threshold=opts.threshold, log=log)
 
     from trainer.datacheck import recorded_failure
-    from trainer.launch import device_kind, launch_command, process_count, run_children
+    from trainer.launch import device_kind, launch_command, process_count, run_children, strategy_refusal
     from trainer.model import resolve_precision
     from trainer.report import print_report
 
@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         return replay_command(cfg, opts.spool or cfg.predictions_path, log=log)
 
     processes, device = process_count(cfg), device_kind()
+    refusal = strategy_refusal(device)
+    if refusal:
+        log(f"configuration error: {refusal}")
+        return EXIT_CONFIG
     precision = resolve_precision(cfg.training)
     print_report(cfg, processes, device, precision)
     stop = check_data_and_machine(cfg, processes, device)

@@ -5,8 +5,9 @@ step_interval optimizer steps); plus an optional baseline round before the first
 keyed by the global step, so two rounds never share a key and a step is never predicted twice
 (an epoch end and an evaluation at the same step make one round).
 
-Only the main process generates and writes. Under DDP the other ranks wait at a barrier while it
-does: their next collective would otherwise time out or, worse, run out of step.
+Every rank calls the round at the same step: a round is collective (each rank generates its
+share, the main process alone writes; see predictions/rounds.py), so every rank must also skip the
+same rounds — `done_steps` is the same set on every rank.
 """
 
 from __future__ import annotations
@@ -26,19 +27,18 @@ class PredictionsCallback(TrainerCallback):
         frequency: Frequency,
         step_interval: int | None = None,
         baseline: bool = False,
-        is_main_process: bool = True,
-        barrier: Callable[[], None] | None = None,
         done_steps: set[int] | None = None,
     ):
-        """`run_round(model, step=, epoch=)` does the work and never raises (PredictionRounds.run).
-        `done_steps`: steps already predicted by an earlier attempt of this job (a restart); the
-        same set on every rank, since a skipped round skips its barrier too."""
+        """`run_round(model, step=, epoch=)` does the work and never raises (PredictionRounds.run);
+        it is called on every rank. `done_steps`: steps already predicted by an earlier attempt of
+        this job (a restart); the same set on every rank, since a skipped round skips its
+        collectives too."""
         if frequency not in ("eval", "epoch", "steps"):
             raise ValueError(f'frequency must be "eval", "epoch" or "steps", got {frequency!r}')
         if frequency == "steps" and not (step_interval and step_interval > 0):
             raise ValueError('frequency "steps" needs a positive step_interval')
         self.run_round, self.frequency, self.step_interval = run_round, frequency, step_interval
-        self.baseline, self.is_main_process, self.barrier = baseline, is_main_process, barrier
+        self.baseline = baseline
         self.done_steps: set[int] = set(done_steps or ())
 
     # -- events ------------------------------------------------------------------------------
@@ -64,7 +64,4 @@ class PredictionsCallback(TrainerCallback):
         if step in self.done_steps:  # twice for one step (restart, or epoch end == eval step)
             return
         self.done_steps.add(step)
-        if self.is_main_process:
-            self.run_round(model, step=step, epoch=float(state.epoch or 0.0))
-        if self.barrier is not None:
-            self.barrier()
+        self.run_round(model, step=step, epoch=float(state.epoch or 0.0))

@@ -83,13 +83,6 @@ def test_steps_already_done_by_an_earlier_attempt_are_skipped(tokenizer, tmp_pat
     assert [s for s, _, _ in record.calls] == [6, 8, 10]
 
 
-def test_only_the_main_process_generates_and_every_rank_meets_at_the_barrier(tokenizer, tmp_path):
-    record, barriers = Recorder(), []
-    cb = PredictionsCallback(record, frequency="epoch", is_main_process=False, barrier=lambda: barriers.append(1))
-    run_trainer(tokenizer, tmp_path, cb)
-    assert record.calls == [] and len(barriers) == 2
-
-
 def test_bad_frequency_is_refused_when_built():
     with pytest.raises(ValueError, match="step_interval"):
         PredictionsCallback(Recorder(), frequency="steps")

@@ -148,10 +148,18 @@ def test_entrypoint_exits_with_the_config_code_before_loading_anything(tmp_path)
     assert not (tmp_path / "out").exists()  # nothing was produced
 
 
-def test_sharded_training_with_predictions_is_refused_up_front(env, monkeypatch):
+def test_sharded_strategies_that_cannot_generate_are_refused_up_front_naming_the_alternative(env, monkeypatch):
+    predictions = {"enabled": True}
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    assert "a single rank cannot generate from a sharded model" in error_of(env())
-    assert not env(PREDICTIONS_CONFIG={"enabled": False})().predictions.enabled
+    assert env(PREDICTIONS_CONFIG=predictions)().predictions.enabled  # FSDP2 (the default) generates in lockstep
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    error = error_of(env(PREDICTIONS_CONFIG=predictions))
+    assert error.startswith("FSDP_VERSION: predictions need FSDP2, got '1'") and "Set FSDP_VERSION=2" in error
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "1")
+    error = error_of(env(PREDICTIONS_CONFIG=predictions))
+    assert error.startswith("ACCELERATE_USE_DEEPSPEED: DeepSpeed is not installed") and "Use FSDP instead" in error
+    assert not env(PREDICTIONS_CONFIG={"enabled": False})().predictions.enabled  # training alone is not refused
 
 
 def test_every_problem_is_reported_at_once(tmp_path):

@@ -428,14 +428,30 @@ def _storage_mode(env: Environment, problems: _Problems) -> tuple[StorageMode, s
 
 
 def _refuse_sharded(predictions: PredictionsConfig) -> None:
-    """Under FSDP / DeepSpeed ZeRO-3 no single rank holds the whole model, so the main process
-    cannot generate alone (it would hang in the shards' all-gathers). Refused up front."""
-    for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
-        if predictions.enabled and os.environ.get(name, "").lower() in ("1", "true", "yes"):
-            raise ConfigError(
-                name, "sharded training with predictions is not supported: a single rank cannot generate from a "
-                "sharded model. Unset it (DDP: every GPU keeps a full copy) or set PREDICTIONS_CONFIG.enabled to false",
-            )
+    """Sharded training with predictions: FSDP2 generates in lockstep on every rank (see
+    predictions/rounds.py), so it is allowed; what cannot generate is refused here, before the
+    model loads, naming the alternative.
+
+    - FSDP1 (FSDP_VERSION=1): the Trainer's callbacks see the inner module with flattened,
+      sharded parameters; generating from it is wrong or hangs. FSDP_VERSION=2 (the default this
+      image sets) works.
+    - DeepSpeed: not installed in this image (and ZeRO-3 generation is untested here).
+    """
+    if not predictions.enabled:
+        return
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes"):
+        raise ConfigError(
+            "ACCELERATE_USE_DEEPSPEED", "DeepSpeed is not installed in this image, and predictions under ZeRO are not "
+            "supported. Use FSDP instead (ACCELERATE_USE_FSDP=1: FSDP2, every rank generates in lockstep), or DDP "
+            "(unset it: every GPU keeps a full copy), or set PREDICTIONS_CONFIG.enabled to false",
+        )
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
+    if fsdp and os.environ.get("FSDP_VERSION", "2").strip() != "2":
+        raise ConfigError(
+            "FSDP_VERSION", f"predictions need FSDP2, got {os.environ['FSDP_VERSION']!r}: under FSDP1 the model the "
+            "callbacks see holds flattened shards and cannot generate. Set FSDP_VERSION=2 (or unset it: 2 is the "
+            "default here), or set PREDICTIONS_CONFIG.enabled to false",
+        )
 
 
 def _check_uuid(variable: str, value: str | None, why: str, problems: _Problems) -> str | None:

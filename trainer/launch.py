@@ -21,6 +21,26 @@ from trainer.config import JobConfig
 
 GRACE_S = 60  # after SIGTERM, how long the children get to stop before SIGKILL
 
+#: What a job that sets ACCELERATE_USE_FSDP gets unless it says otherwise (the FSDP_* variables
+#: accelerate's FSDP plugin reads). FSDP2: the model the Trainer's callbacks see is the sharded
+#: module itself, which can generate in lockstep (predictions/rounds.py); under FSDP1 they see
+#: the bare inner module with flattened shards. One FSDP unit per decoder layer
+#: (`_no_split_modules`), and a full state dict gathered for the saved checkpoints and model.
+FSDP_DEFAULTS = {
+    "FSDP_VERSION": "2",
+    "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+    "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT",
+}
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+def fsdp_enabled(environ=os.environ) -> bool:
+    """Whether this job trains with accelerate's FSDP plugin (ACCELERATE_USE_FSDP)."""
+    return _flag(environ.get("ACCELERATE_USE_FSDP"))
+
 
 def process_count(cfg: JobConfig) -> int:
     """NUM_PROCESSES, else RUNPOD_GPU_COUNT, else one per visible GPU, else one."""
@@ -41,6 +61,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def strategy_refusal(device: str, environ=os.environ) -> str | None:
+    """Why this machine cannot run the sharded strategy the job asks for, or None.
+
+    accelerate (1.15) turns ACCELERATE_USE_FSDP into FSDP only for accelerator processes (its
+    MULTI_GPU family); several CPU processes (gloo) would train unsharded without a word, which
+    is not what the job asked for. torch itself shards on CPUs (tests/test_rank_split.py runs
+    FSDP2 generation on two gloo processes), but the Trainer goes through accelerate.
+    """
+    if fsdp_enabled(environ) and device == "cpu":
+        return ("ACCELERATE_USE_FSDP: FSDP needs GPUs here: accelerate applies it only to GPU processes, and CPU "
+                "processes would train unsharded. Unset it (CPU processes train with DDP, every rank generating its "
+                "share of each prediction round) or run on GPUs")
+    return None
+
+
 def launch_command(processes: int, precision: str, device: str) -> tuple[list[str], dict[str, str]]:
     """The `accelerate launch` command line and the extra environment it needs."""
     cmd = [
@@ -51,6 +86,8 @@ def launch_command(processes: int, precision: str, device: str) -> tuple[list[st
         "--dynamo_backend", "no",
     ]
     extra: dict[str, str] = {}
+    if fsdp_enabled():
+        extra.update({k: v for k, v in FSDP_DEFAULTS.items() if not os.environ.get(k)})
     if processes > 1:
         # `--cpu` alone starts a single process; several CPU processes need --multi_gpu with
         # ACCELERATE_USE_CPU, which makes accelerate use torchrun with the gloo backend.

@@ -1,8 +1,8 @@
 """The per-rank training script, started by `accelerate launch` (see trainer/launch.py).
 
 Every rank reads the same configuration from the environment (secrets included: never argv),
-loads the data and the model, and trains with the HF Trainer. The main process alone generates
-and writes predictions; the others wait for it at a barrier.
+loads the data and the model, and trains with the HF Trainer. Every rank generates its share of
+each prediction round; the main process alone writes them (predictions/rounds.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from trainer import checkpoints
 from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
 from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
 from trainer.datacheck import Source, fetch, model_context, record_failure, sources
+from trainer.launch import fsdp_enabled
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
 
 #: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
@@ -96,7 +97,7 @@ def load_data(cfg: JobConfig, tokenizer, log=log) -> tuple[list[Example], list[E
 
 
 def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None,
-                 samples_rows: list[Example] | None):
+                 samples_rows: list[Example] | None, log=log):
     """The fixed sample: from samples_path (its rows, read with the data), else the evaluation
     data, else the training data."""
     p = cfg.predictions
@@ -109,9 +110,11 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
         source, file, examples = "eval", by_variable.get("EVAL_DATASET_PATH", train_source), evaluation
     else:
         source, file, examples = "train", train_source, train
+    from predictions.rounds import usable_examples
     from predictions.sampler import draw_samples
 
-    triples = [(e.source_index, e.prompt, e.completion) for e in examples]
+    triples = usable_examples([(e.source_index, e.prompt, e.completion) for e in examples], tokenizer,
+                              log=log, what=f"{source} rows")
     # The file's name only: a signed URL's query string is a credential.
     name = Path(file.location.split("?", 1)[0]).name
     # The rows as read give the platform's prompt ids (a hash of the source messages).
@@ -182,41 +185,46 @@ def main() -> int:
     resume = checkpoints.newest_complete(cfg.output_dir, log=log if is_main else None)
 
     callbacks, rounds, remote = [checkpoints.MarkComplete()], None, None
-    if cfg.predictions.enabled:
+    samples = pick_samples(cfg, tokenizer, train, evaluation, samples_rows, log=quiet) if cfg.predictions.enabled else []
+    if cfg.predictions.enabled and not samples:
+        quiet("predictions: no usable sample (every prompt is empty); no rounds")
+    if samples:
         from predictions.callback import PredictionsCallback
-        from predictions.rounds import PredictionRounds
+        from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env
         from predictions.writers.local import LocalJsonlWriter
 
-        samples = pick_samples(cfg, tokenizer, train, evaluation, samples_rows)
         done_steps: set[int] = set()
+        local = None
         if is_main:
             from predictions.storage import open_remote_writer, previously_written_steps
 
             remote = open_remote_writer(cfg, log=log)
             done_steps = previously_written_steps(cfg, len(samples), log=log)
-            rounds = PredictionRounds(
-                samples, tokenizer, cfg.predictions, job_id=cfg.job_id, user_id=cfg.user_id,
-                local=LocalJsonlWriter(cfg.predictions_path), remote=remote,
-                json_schema=cfg.json_schema, log=log,
-                expected_rounds=expected_rounds(cfg, len(train), args.world_size),
-            )
+            local = LocalJsonlWriter(cfg.predictions_path)
+        # Every rank generates its share of a round (with FSDP in lockstep); the main process writes.
+        rounds = PredictionRounds(
+            samples, tokenizer, cfg.predictions, job_id=cfg.job_id, user_id=cfg.user_id,
+            local=local, remote=remote, json_schema=cfg.json_schema, log=quiet,
+            expected_rounds=expected_rounds(cfg, len(train), args.world_size),
+            group=RankGroup(args.process_index, args.world_size, synced=fsdp_enabled()),
+            rounds_log=cfg.output_dir / ROUNDS_LOG_NAME if is_main else None,
+            test_fault=fault_hook_from_env(),
+        )
         # Only the main process reads the spool, but every rank skips the same rounds (and their
-        # barriers): a rank that waits at a barrier the main process skips hangs the job.
+        # collectives): a rank that waits in a gather the main process skips hangs the job.
         done_steps = _from_main(done_steps)
         callbacks.append(PredictionsCallback(
-            rounds.run if rounds else (lambda *a, **k: None),
+            rounds.run,
             frequency=cfg.predictions.sample_frequency,
             step_interval=cfg.predictions.step_interval,
             baseline=cfg.predictions.baseline,
-            is_main_process=is_main,
-            barrier=_barrier,
             done_steps=done_steps,
         ))
         if is_main:
             when = {"eval": "after each evaluation", "epoch": "at each epoch end",
                     "steps": f"every {cfg.predictions.step_interval} steps"}[cfg.predictions.sample_frequency]
             log(f"predictions: {len(samples)} samples from {samples[0].sample_source}, {when}")
-    elif is_main:
+    elif is_main and not cfg.predictions.enabled:
         log("predictions: disabled (PREDICTIONS_CONFIG.enabled is false); no callback registered")
 
     trainer = Trainer(
@@ -232,8 +240,16 @@ def main() -> int:
         log(f"resume: from {resume.name}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
+    if fsdp_enabled():
+        # Sharded parameters: the full state dict is gathered by every rank together (a
+        # collective), so the Trainer saves; the main process alone would wait for the others.
+        trainer.save_model(str(cfg.output_dir / "final"))
+        if is_main:
+            tokenizer.save_pretrained(cfg.output_dir / "final")
+            log(f"saved: model (gathered from the FSDP shards) and tokenizer in {cfg.output_dir / 'final'}")
     if is_main:
-        save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training, log=log)
+        if not fsdp_enabled():
+            save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training, log=log)
         if rounds is not None:
             from predictions.report import print_summary
 
