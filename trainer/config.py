@@ -133,6 +133,13 @@ class Environment(BaseSettings):
     SUPABASE_DB_URL: SecretStr | None = None
     NUM_PROCESSES: int | None = Field(None, gt=0)
     RUNPOD_GPU_COUNT: int | None = Field(None, ge=0)
+    JOB_TOKEN: SecretStr | None = None
+    METRICS_API_URL: str | None = None
+    ALERT_API_URL: str | None = None
+    INTERNAL_API_KEY: SecretStr | None = None
+    HF_TOKEN: SecretStr | None = None
+    HF_REPO_NAME: str | None = None
+    FRESH_RUN: bool = False
 
 
 #: What each variable is for, the mode that needs it, and whether it is a secret. The startup
@@ -152,6 +159,13 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     "SUPABASE_DB_URL": ("Postgres URL: migrations; the direct writer when SUPABASE_URL is unset", "database (postgres)", True),
     "NUM_PROCESSES": ("training processes; default one per visible GPU, one on a CPU", "optional", False),
     "RUNPOD_GPU_COUNT": ("set by RunPod: GPUs of the pod (the default process count)", "optional", False),
+    "JOB_TOKEN": ("the job's token: Authorization: Bearer on the platform's metrics calls", "platform (metrics)", True),
+    "METRICS_API_URL": ("the platform's metrics route: loss curves and progress are POSTed there", "platform (metrics)", False),
+    "ALERT_API_URL": ("the platform's alert route: job_started / job_completed / job_failed", "platform (alerts)", False),
+    "INTERNAL_API_KEY": ("X-API-Key on the alert calls", "platform (alerts)", True),
+    "HF_TOKEN": ("Hugging Face token: gated models, and the upload to HF_REPO_NAME", "optional", True),
+    "HF_REPO_NAME": ("Hub repository the final model / adapter is uploaded to at the end", "optional", False),
+    "FRESH_RUN": ("1: start over although OUTPUT_DIR holds a finished or failed run of this job", "optional", False),
 }
 
 
@@ -162,6 +176,9 @@ class Secrets:
     supabase_service_key: SecretStr | None
     supabase_anon_key: SecretStr | None
     supabase_db_url: SecretStr | None
+    job_token: SecretStr | None = None
+    internal_api_key: SecretStr | None = None
+    hf_token: SecretStr | None = None
 
 
 StorageMode = Literal["local", "supabase", "postgres"]
@@ -185,6 +202,7 @@ class JobConfig:
     secrets: Secrets
     num_processes: int | None
     env: Environment
+    platform: Any = None  # trainer.lifecycle.PlatformCalls: which calls to the platform are on
 
     @property
     def is_demo(self) -> bool:
@@ -354,6 +372,9 @@ def load_config() -> JobConfig:
                                   "validators.json_schema_path") from None
 
     _refuse_sharded(predictions)
+    from trainer.lifecycle import platform_calls  # here: lifecycle imports this module
+
+    platform = platform_calls(env)
     storage, reason = _storage_mode(env)
     job_id, user_id = env.JOB_ID or "local", env.USER_ID
     if storage != "local":
@@ -373,9 +394,11 @@ def load_config() -> JobConfig:
         storage=storage,
         storage_reason=reason,
         supabase_url=env.SUPABASE_URL,
-        secrets=Secrets(env.SUPABASE_SERVICE_KEY, env.SUPABASE_ANON_KEY, env.SUPABASE_DB_URL),
+        secrets=Secrets(env.SUPABASE_SERVICE_KEY, env.SUPABASE_ANON_KEY, env.SUPABASE_DB_URL,
+                        env.JOB_TOKEN, env.INTERNAL_API_KEY, env.HF_TOKEN),
         num_processes=env.NUM_PROCESSES,
         env=env,
+        platform=platform,
     )
 
 

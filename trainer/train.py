@@ -15,7 +15,7 @@ import torch.distributed as dist
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from trainer import checkpoints
+from trainer import checkpoints, lifecycle, progress
 from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
 from trainer.data import DataError, Example, load_examples, split_holdout, tokenize
 from trainer.fetch import DownloadError, local_path
@@ -133,6 +133,7 @@ def main() -> int:
             samples_file = local_path(cfg.predictions.samples_path, cfg.output_dir) if cfg.predictions.samples_path else None
     except (DataError, DownloadError) as e:
         log(f"data error: {e}")
+        lifecycle.record_failure(cfg.output_dir, f"data error: {e}")  # the parent's job_failed says why
         return EXIT_CONFIG
     max_len = cfg.training.max_seq_length
     train_ds = [tokenize(e, tokenizer, max_len) for e in train]
@@ -143,7 +144,7 @@ def main() -> int:
     model = load_model(cfg, tokenizer, log=quiet)
     resume = checkpoints.newest_complete(cfg.output_dir, log=log if is_main else None)
 
-    callbacks, rounds, remote = [checkpoints.MarkComplete()], None, None
+    callbacks, rounds, remote = [checkpoints.MarkComplete(), *progress.callbacks(cfg)], None, None
     if cfg.predictions.enabled:
         from predictions.callback import PredictionsCallback
         from predictions.rounds import PredictionRounds
@@ -203,10 +204,11 @@ def main() -> int:
                 from predictions.storage import finish_delivery
 
                 stats, caught_up = finish_delivery(cfg, remote, log=log)
-            print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up)
+            print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up,
+                          job_id=cfg.job_id)
     _barrier()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lifecycle.child_main(main))
