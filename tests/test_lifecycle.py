@@ -277,9 +277,12 @@ def test_a_refused_preflight_or_a_failed_migration_sends_job_failed(platform, mo
     lines: list[str] = []
     assert lifecycle.previous_outcome(cfg, fresh=False, log=lines.append) == code
     assert any("failed earlier" in line and why in line for line in lines)
-    # the documented switch starts over, the previous outputs kept aside
+    # the documented switch starts over, the previous outputs kept aside, the downloaded data in place
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "abc-train.jsonl").write_text("{}\n")
     assert lifecycle.previous_outcome(cfg, fresh=True, log=lines.append) is None
     assert not (tmp_path / "job_state.json").exists() and list((tmp_path / "previous").glob("*/job_state.json"))
+    assert (tmp_path / "downloads" / "abc-train.jsonl").exists()
 
 
 def test_an_interrupted_attempt_resumes_and_another_jobs_state_is_not_this_ones(monkeypatch, tmp_path):
@@ -345,3 +348,25 @@ def test_the_next_prediction_round_and_the_progress_line():
                     "next prediction round at step 150")
     assert "ETA unknown" in progress_line(step=0, total=400, rate=None, loss=None)
     assert duration(3725) == "1h02m05s"
+
+
+def test_a_training_process_error_reaches_the_parents_job_failed(platform, monkeypatch, tmp_path):
+    import torch
+
+    cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB, USER_ID=OWNER, ALERT_API_URL=platform.url + ALERT_PATH,
+                     INTERNAL_API_KEY=KEY)
+    lifecycle.mark_running(cfg)
+
+    def main():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        lifecycle.child_main(main)
+    lifecycle.record_failure(tmp_path, "RuntimeError: connection closed by peer")  # another rank, after
+    assert lifecycle.finish(cfg, 1, log=lambda _m: None) == 1
+    error = platform.alerts[-1]["error_message"]
+    assert error.startswith("out of memory on the GPU: OutOfMemoryError: CUDA out of memory")  # the cause wins
+
+    lifecycle.mark_running(cfg)  # the OOM killer leaves no exception behind: the exit code says it
+    assert lifecycle.finish(cfg, 137, log=lambda _m: None) == 137
+    assert "SIGKILL" in platform.alerts[-1]["error_message"] and platform.types() == ["job_failed"] * 2

@@ -355,13 +355,19 @@ def describe_exit(code: int) -> str:
     return f"a training process exited with code {code}; its error is in the pod's log above"
 
 
-def _archive(output_dir: Path) -> Path:
+#: Kept in place by a fresh run: inputs, not outputs (a signed URL may have expired since).
+KEEP_ON_FRESH = ("previous", "downloads")
+
+
+def _archive(output_dir: Path) -> Path | None:
     """Move the previous run's outputs aside (a rename: instant, and nothing is lost)."""
+    entries = [e for e in output_dir.iterdir() if e.name not in KEEP_ON_FRESH] if output_dir.is_dir() else []
+    if not entries:
+        return None
     dest = output_dir / "previous" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     dest.mkdir(parents=True)
-    for entry in output_dir.iterdir():
-        if entry.name != "previous":
-            shutil.move(str(entry), str(dest / entry.name))
+    for entry in entries:
+        shutil.move(str(entry), str(dest / entry.name))
     return dest
 
 
@@ -369,6 +375,12 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool, log: Callable[[str], None] 
     """What the volume says about this job: an exit code when it already ended (the pod stops
     without training again), None when it should run (first start, interrupted, or `fresh`)."""
     out, state = cfg.output_dir, read_state(cfg.output_dir)
+    if fresh:
+        dest = _archive(out)
+        moved = f"the previous outputs were moved to {dest}" if dest else "nothing to move aside"
+        log(f"fresh run (FRESH_RUN / --fresh): training job {cfg.job_id} from zero; {moved}")
+        log("fresh run: unset FRESH_RUN after this run, or every restart of the pod trains from zero again")
+        return None
     if state is None:
         return None
     if state.get("job_id") != cfg.job_id:
@@ -376,10 +388,6 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool, log: Callable[[str], None] 
             "starting this job")
         return None
     status, when = state.get("status"), state.get("time")
-    if status in ("completed", "failed") and fresh:
-        dest = _archive(out)
-        log(f"fresh run (FRESH_RUN): job {cfg.job_id} had {status}; its outputs were moved to {dest}; training from zero")
-        return None
     calls = cfg.platform or _calls_from_raw_environment()
     progress = {"loss": state.get("loss"), "step": state.get("step"), "total_steps": state.get("total_steps")}
     if status == "completed":
