@@ -363,6 +363,8 @@ def test_a_training_process_error_reaches_the_parents_job_failed(platform, monke
     with pytest.raises(torch.OutOfMemoryError):
         lifecycle.child_main(main)
     lifecycle.record_failure(tmp_path, "RuntimeError: connection closed by peer")  # another rank, after
+    monkeypatch.setenv("JOB_TOKEN", TOKEN)
+    assert lifecycle.scrub(f"401 for Bearer {TOKEN}") == "401 for Bearer <JOB_TOKEN>"  # an error quoting a secret
     assert lifecycle.finish(cfg, 1, log=lambda _m: None) == 1
     error = platform.alerts[-1]["error_message"]
     assert error.startswith("out of memory on the GPU: OutOfMemoryError: CUDA out of memory")  # the cause wins

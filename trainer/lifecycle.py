@@ -41,7 +41,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from trainer.config import ConfigError, JobConfig
+from trainer.config import VARIABLES, ConfigError, JobConfig
 from trainer.fetch import is_url, public_name
 
 STATE_FILE = "job_state.json"
@@ -323,12 +323,21 @@ def write_state(output_dir: Path, *, replace: bool = False, **fields: Any) -> di
     return state
 
 
+def scrub(text: str) -> str:
+    """`text` without the value of any secret variable (an exception's message may quote one)."""
+    for name, (_what, _mode, secret) in VARIABLES.items():
+        value = os.environ.get(name) if secret else None
+        if value and len(value) >= 4:
+            text = text.replace(value, f"<{name}>")
+    return text
+
+
 def record_failure(output_dir: Path, error: str) -> None:
     """A training process's error, for the parent's job_failed. The first error of an attempt
     wins: it is the cause; the other ranks' errors follow from it."""
     state = read_state(output_dir) or {}
     if not state.get("error"):
-        write_state(output_dir, error=error[-MAX_ERROR_CHARS:])
+        write_state(output_dir, error=scrub(error)[-MAX_ERROR_CHARS:])
 
 
 def describe_exception(e: BaseException) -> str:
@@ -431,7 +440,7 @@ def finish(cfg: JobConfig, code: int, *, error: str | None = None, log: Callable
         write_state(cfg.output_dir, status="completed", exit_code=0, error=None)
         send_alert(calls, "job_completed", log=log, **progress)
         return 0
-    error = error or state.get("error") or describe_exit(code)
+    error = scrub(error or state.get("error") or describe_exit(code))
     write_state(cfg.output_dir, job_id=cfg.job_id, status="failed", exit_code=code, error=error)
     log(f"job failed (exit {code}): {error}")
     send_alert(calls, "job_failed", error=error, log=log, **progress)
@@ -440,7 +449,7 @@ def finish(cfg: JobConfig, code: int, *, error: str | None = None, log: Callable
 
 def config_failed(error: str, *, log: Callable[[str], None] = log_line) -> None:
     """The configuration did not parse: job_failed when the alert's own variables are there."""
-    send_alert(_calls_from_raw_environment(), "job_failed", error=f"configuration error: {error}", log=log)
+    send_alert(_calls_from_raw_environment(), "job_failed", error=scrub(f"configuration error: {error}"), log=log)
 
 
 def upload_to_hub(cfg: JobConfig, *, log: Callable[[str], None] = log_line) -> bool:
