@@ -7,9 +7,9 @@
 
 Exit codes: 0 done; 78 bad configuration; 77 the database refused (preflight); 76 a migration
 failed; otherwise the training processes' own code. A job that OUTPUT_DIR/job_state.json says
-ended is not trained again (FRESH_RUN=1 or `run --fresh` starts over): it exits 0 when it
-completed, with its code when it failed (trainer/lifecycle.py). Everything here runs once, in the parent,
-before any model or dataset is loaded.
+ended is not trained again: it exits 0 when it completed, with its code when it failed
+(FRESH_RUN=1 or `run --fresh` starts over; trainer/lifecycle.py). Everything here runs once, in
+the parent, before any model or dataset is loaded.
 """
 
 from __future__ import annotations
