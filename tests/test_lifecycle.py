@@ -215,6 +215,17 @@ def test_a_crash_in_the_training_process_sends_job_failed_and_a_restart_does_not
 
 
 @pytest.mark.slow
+def test_bad_data_sends_job_failed_with_the_data_error(platform, tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"foo": 1}\n{"bar": 2}\n')  # no row in any accepted format
+    env = platform_env(tmp_path / "out", platform.url + METRICS_PATH, platform.url + ALERT_PATH,
+                       DATASET_PATH=str(tmp_path / "train.jsonl"), TRAINING_CONFIG=TRAINING)
+    proc = run_entrypoint(env, timeout=300)
+    assert proc.returncode != 0
+    assert platform.types() == ["job_failed"], (platform.alerts, platform.refused)
+    assert platform.alerts[0]["error_message"].startswith("data error: train.jsonl: no usable row")
+
+
+@pytest.mark.slow
 def test_a_metrics_endpoint_that_is_down_changes_nothing(platform, tmp_path):
     out = tmp_path / "out"
     env = platform_env(out, refused_url(METRICS_PATH), platform.url + ALERT_PATH,
