@@ -41,10 +41,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from trainer.config import VARIABLES, ConfigError, JobConfig
+from trainer.config import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, VARIABLES, ConfigError, JobConfig
 from trainer.fetch import is_url, public_name
 
 STATE_FILE = "job_state.json"
+#: Failures found before training starts, checked again on every start in seconds: a rerun after
+#: the fix just runs; unfixed, it fails again (and says so to the platform) without training.
+RECHECKED_ON_START = (EXIT_CONFIG, EXIT_PREFLIGHT, EXIT_MIGRATION)
 ALERT_ATTEMPTS = 4  # job_completed / job_failed terminate the pod: worth a few tries
 METRICS_ATTEMPTS = 4
 HTTP_TIMEOUT_S = 10.0
@@ -405,6 +408,10 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool, log: Callable[[str], None] 
         log("to train it again from zero, set FRESH_RUN=1 (or run `entrypoint.py run --fresh`)")
         send_alert(calls, "job_completed", log=log, **progress)  # the pod still runs: the platform missed it
         return 0
+    if status == "failed" and state.get("exit_code") in RECHECKED_ON_START:
+        log(f"job {cfg.job_id} failed earlier before training (exit {state['exit_code']}, {when}): "
+            f"{state.get('error')}; checking again")
+        return None
     if status == "failed":
         code = int(state.get("exit_code") or 1)
         log(f"job {cfg.job_id} failed earlier (exit {code}, {when}): {state.get('error')}")
