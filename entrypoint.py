@@ -14,7 +14,9 @@
 Exit codes: 0 done; 78 bad configuration; 77 the database refused (preflight); 76 a migration
 failed; otherwise the training processes' own code. `report`: 66 no predictions for the job, 69
 the database could not be read; `diagnose`: 1 when a check did not pass. Everything here runs
-once, in the parent, before any model is loaded.
+once, in the parent, before any model is loaded. A job that OUTPUT_DIR/job_state.json says ended
+is not trained again: it exits 0 when it completed, with its code when it failed (FRESH_RUN=1 or
+`run --fresh` starts over; trainer/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -30,18 +32,18 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def prepare(cfg: JobConfig, *, replay_previous: bool) -> int | None:
-    """Migrations, preflight and the previous attempt's spool; an exit code when it must stop."""
+def prepare(cfg: JobConfig, *, replay_previous: bool) -> tuple[int, str] | None:
+    """Migrations, preflight and the previous attempt's spool; (exit code, why) when it must stop."""
     from predictions.storage import DatabaseRefused, MigrationFailed, prepare_database
 
     try:
         prepare_database(cfg, replay_previous=replay_previous, log=log)
     except MigrationFailed as e:
         log(f"migrations: FAILED: {e}")
-        return EXIT_MIGRATION
+        return EXIT_MIGRATION, f"migrations: {e}"
     except DatabaseRefused as e:
         log(f"preflight: FAILED: {e}")
-        return EXIT_PREFLIGHT
+        return EXIT_PREFLIGHT, f"preflight: {e}"
     return None
 
 
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="report: rows from the spool or the database (auto: the database in database mode)")
     parser.add_argument("--threshold", type=float, default=0.2,
                         help="report: a char error rate worse than the sample's best by more than this is a regression")
+    parser.add_argument("--fresh", action="store_true", help="run: start over although the job ended (FRESH_RUN=1)")
     opts = parser.parse_args(argv)
+    from trainer import lifecycle
 
     if opts.command == "diagnose":  # before load_config: a configuration that fails is its first finding
         from predictions.diagnose import diagnose_command
@@ -74,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         log(f"configuration error: {e}")
         log("the pod stops before loading anything; fix what is listed above and start it again")
+        if opts.command == "run":
+            lifecycle.config_failed(str(e), log=log)
         return EXIT_CONFIG
 
     if opts.command == "report":
@@ -95,32 +101,42 @@ def main(argv: list[str] | None = None) -> int:
     refusal = strategy_refusal(device)
     if refusal:
         log(f"configuration error: {refusal}")
-        return EXIT_CONFIG
+        return lifecycle.finish(cfg, EXIT_CONFIG, error=f"configuration error: {refusal}", log=log) \
+            if opts.command == "run" else EXIT_CONFIG
     precision = resolve_precision(cfg.training)
     print_report(cfg, processes, device, precision)
+    for line in lifecycle.describe(cfg.platform):
+        log(line)
+    if opts.command == "run":
+        ended = lifecycle.previous_outcome(cfg, fresh=opts.fresh or cfg.env.FRESH_RUN, log=log)
+        if ended is not None:
+            return ended
     stop = check_data_and_machine(cfg, processes, device)
     if stop is not None and opts.command == "run":
-        return stop
+        return lifecycle.finish(cfg, stop[0], error=stop[1], log=log)
     stop = prepare(cfg, replay_previous=opts.command == "run") or stop  # `check` reports both
     if stop is not None:
-        return stop
+        return lifecycle.finish(cfg, stop[0], error=stop[1], log=log) if opts.command == "run" else stop[0]
     if opts.command == "check":
         log("check: configuration, data and database are ready; nothing was trained")
         return 0
 
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    lifecycle.mark_running(cfg)
     cmd, extra_env = launch_command(processes, precision, device)
     log(f"launch: {' '.join(cmd[1:])}")
     code = run_children(cmd, extra_env, log=log)
     failure = recorded_failure(cfg.output_dir, clear=True)
     if code != 0 and failure:  # a training process refused the data: the same message and code as the parent's
         log(f"data error: {failure}")
-        return EXIT_CONFIG
+        return lifecycle.finish(cfg, EXIT_CONFIG, error=f"data error: {failure}", log=log)
     log(f"entrypoint: training processes exited with code {code}")
-    return code
+    return lifecycle.finish(cfg, code, log=log)
 
 
-def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> int | None:
-    """The data, OUTPUT_DIR and the process count, before anything expensive; 78 when one is unusable."""
+def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> tuple[int, str] | None:
+    """The data, OUTPUT_DIR and the process count, before anything expensive; (78, why) when one
+    is unusable."""
     from trainer.data import DataError
     from trainer.datacheck import RunRefused, check_data, check_machine, recorded_failure
 
@@ -130,11 +146,11 @@ def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> int |
         check_data(cfg, log=log)
     except RunRefused as e:
         log(f"configuration error: {e}")
-        return EXIT_CONFIG
+        return EXIT_CONFIG, f"configuration error: {e}"
     except DataError as e:
         log(f"data error: {e}")
         log("the pod stops before loading the model; fix the data and start it again")
-        return EXIT_CONFIG
+        return EXIT_CONFIG, f"data error: {e}"
     return None
 
 

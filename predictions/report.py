@@ -25,15 +25,28 @@ def rounds_table(results) -> Table:
     return table
 
 
+def job_rows_in_spool(spool: Path, job_id: str) -> int:
+    """Rows of `job_id` in the spool, from every attempt (a restarted pod's too)."""
+    from predictions.replay import read_spool
+
+    if not spool.exists():
+        return 0
+    return sum(row.get("job_id") == job_id for row in read_spool(spool, log=lambda _line: None))
+
+
 def print_summary(results, stats=None, *, spool: Path, caught_up: bool | None = None,
-                  console: Console | None = None, html: Path | None = None) -> None:
+                  console: Console | None = None, html: Path | None = None, job_id: str | None = None) -> None:
     """Print the rounds table, the delivery outcome (local spool, database) and where the full
-    report is (`html`: the run's HTML report, when it was written)."""
+    report is (`html`: the run's HTML report, when it was written). With `job_id`, the spool's
+    count is the job's rows from every attempt, not only this one's."""
     console = console or Console(width=120, soft_wrap=True)
     console.print(rounds_table(results))
     failed = sum(not r.ok for r in results)
     rows = sum(r.samples for r in results)
-    console.print(f"predictions: {len(results)} rounds ({failed} failed), {rows} rows in {spool}")
+    where = f"{rows} rows in {spool}"
+    if job_id is not None:
+        where = f"{rows} rows this attempt; {job_rows_in_spool(spool, job_id)} rows of job {job_id} in {spool}"
+    console.print(f"predictions: {len(results)} rounds ({failed} failed), {where}")
     if stats is not None:
         console.print(
             f"predictions: database: {stats.rows_written} rows written, {stats.rows_failed} failed, "

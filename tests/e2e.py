@@ -45,6 +45,14 @@ def run_entrypoint(env: dict[str, str], *args: str, timeout: float = 600) -> sub
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+def as_if_interrupted(output_dir: Path) -> None:
+    """Make a finished run's job state look like a pod that died mid-run (state still running),
+    so that the next start resumes instead of saying the job is complete."""
+    from trainer.lifecycle import write_state
+
+    write_state(Path(output_dir), status="running", exit_code=None)
+
+
 def spool_rows(output_dir: Path) -> list[dict]:
     path = Path(output_dir) / "predictions.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint, spool_rows
+from tests.e2e import QUICK_TRAINING, as_if_interrupted, job_env, run_entrypoint, spool_rows
 
 PREDICT_EVERY_5 = {"enabled": True, "sample_count": 6, "sample_frequency": "steps", "step_interval": 5,
                    "max_new_tokens": 6, "baseline": True}
@@ -81,6 +81,7 @@ def test_two_processes_restarted_skip_the_same_rounds_together(tmp_path):
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     (out / "checkpoint-40" / MARKER).unlink()  # torn: the restart resumes from checkpoint-20
     shutil.rmtree(out / "final")
+    as_if_interrupted(out)
     before = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
 
     again = run_entrypoint(env, timeout=300)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, run_entrypoint, spool_rows, wait_for
+from tests.e2e import QUICK_TRAINING, ROOT, as_if_interrupted, job_env, kill_tree_hard, run_entrypoint, spool_rows, wait_for
 from trainer.checkpoints import MARKER, newest_complete
 
 # "baseline": False: the demo's own baseline round (a default that stays unless named) is not wanted here
@@ -75,6 +75,7 @@ def test_a_torn_checkpoint_on_the_volume_resumes_from_the_one_before(tmp_path):
     (out / "checkpoint-60" / MARKER).unlink()
     (out / "checkpoint-60" / "optimizer.pt").write_bytes(b"torn")
     shutil.rmtree(out / "final")
+    as_if_interrupted(out)
     before = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
 
     again = run_entrypoint(env)

@@ -222,6 +222,13 @@ class Environment(BaseSettings):
     SUPABASE_DB_URL: SecretStr | None = None
     NUM_PROCESSES: int | None = Field(None, gt=0)
     RUNPOD_GPU_COUNT: int | None = Field(None, ge=0)
+    JOB_TOKEN: SecretStr | None = None
+    METRICS_API_URL: str | None = None
+    ALERT_API_URL: str | None = None
+    INTERNAL_API_KEY: SecretStr | None = None
+    HF_TOKEN: SecretStr | None = None
+    HF_REPO_NAME: str | None = None
+    FRESH_RUN: bool = False
 
 
 #: What each variable is for, the mode that needs it, and whether it is a secret. The startup
@@ -242,6 +249,13 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     "SUPABASE_DB_URL": ("Postgres URL: migrations; the direct writer when SUPABASE_URL is unset", "database (postgres)", True),
     "NUM_PROCESSES": ("training processes; default one per visible GPU, one on a CPU", "optional", False),
     "RUNPOD_GPU_COUNT": ("set by RunPod: GPUs of the pod (the default process count)", "optional", False),
+    "JOB_TOKEN": ("the job's token: Authorization: Bearer on the platform's metrics calls", "platform (metrics)", True),
+    "METRICS_API_URL": ("the platform's metrics route: loss curves and progress are POSTed there", "platform (metrics)", False),
+    "ALERT_API_URL": ("the platform's alert route: job_started / job_completed / job_failed", "platform (alerts)", False),
+    "INTERNAL_API_KEY": ("X-API-Key on the alert calls", "platform (alerts)", True),
+    "HF_TOKEN": ("Hugging Face token: gated models, and the upload to HF_REPO_NAME", "optional", True),
+    "HF_REPO_NAME": ("Hub repository the final model / adapter is uploaded to at the end", "optional", False),
+    "FRESH_RUN": ("1: start the job over (previous outputs moved aside) even if it completed or failed", "optional", False),
 }
 
 #: The image's own defaults (set in the Dockerfile), used when OUTPUT_DIR / HF_HOME are unset OR
@@ -256,6 +270,9 @@ class Secrets:
     supabase_service_key: SecretStr | None
     supabase_anon_key: SecretStr | None
     supabase_db_url: SecretStr | None
+    job_token: SecretStr | None = None
+    internal_api_key: SecretStr | None = None
+    hf_token: SecretStr | None = None
 
 
 StorageMode = Literal["local", "supabase", "postgres"]
@@ -287,6 +304,7 @@ class JobConfig:
     predictions_source: str = "default"  # where the predictions block came from
     notes: tuple[str, ...] = ()  # platform keys without effect here, and why
     output_dir_source: str = "default"
+    platform: Any = None  # trainer.lifecycle.PlatformCalls: which calls to the platform are on
 
     @property
     def is_demo(self) -> bool:
@@ -678,6 +696,13 @@ def load_config() -> JobConfig:
         except ConfigError as e:  # reported with the others
             problems.extend(e.problems)
 
+    from trainer.lifecycle import platform_calls  # here: lifecycle imports this module
+
+    platform = None
+    try:
+        platform = platform_calls(env)
+    except ConfigError as e:  # reported with the others
+        problems.extend(e.problems)
     storage, reason = _storage_mode(env, problems)
     job_id, user_id = env.JOB_ID or "local", env.USER_ID
     if env.JOB_ID is not None and not env.JOB_ID.strip():
@@ -707,7 +732,8 @@ def load_config() -> JobConfig:
         storage=storage,
         storage_reason=reason,
         supabase_url=env.SUPABASE_URL,
-        secrets=Secrets(env.SUPABASE_SERVICE_KEY, env.SUPABASE_ANON_KEY, env.SUPABASE_DB_URL),
+        secrets=Secrets(env.SUPABASE_SERVICE_KEY, env.SUPABASE_ANON_KEY, env.SUPABASE_DB_URL,
+                        env.JOB_TOKEN, env.INTERNAL_API_KEY, env.HF_TOKEN),
         num_processes=env.NUM_PROCESSES,
         env=env,
         config_shape=shape,
@@ -715,6 +741,7 @@ def load_config() -> JobConfig:
         predictions_source=predictions_source,
         notes=tuple(mapped.notes) if mapped else (),
         output_dir_source=output_source,
+        platform=platform,
     )
 
 

@@ -23,7 +23,7 @@ SHOW_CHARS = 70  # longer values are cut in the table: the JSON variables can be
 
 def _describe_secret(name: str, value: str) -> str:
     desc = f"set ({len(value)} chars"
-    if name.endswith("_KEY"):
+    if name.startswith("SUPABASE_") and name.endswith("_KEY"):  # INTERNAL_API_KEY is no JWT
         desc += f", role={key_role(value) or 'unreadable'}"
     return desc + ")"
 
@@ -74,7 +74,7 @@ def _describe(name: str, cfg: JobConfig) -> tuple[str, str]:
         return "set", _json_keys(value)
     if name in ("DATASET_PATH", "DATASET_URL", "EVAL_DATASET_PATH") and is_url(value):
         value = redact_url(value) + (" (query hidden)" if "?" in value else "")
-    if name == "MODEL_NAME" and name not in cfg.env.model_fields_set:
+    if name in ("MODEL_NAME", "OUTPUT_DIR", "FRESH_RUN") and name not in cfg.env.model_fields_set:
         return "default", value
     return "set", value if len(value) <= SHOW_CHARS else value[: SHOW_CHARS - 1] + "…"
 

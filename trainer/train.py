@@ -15,7 +15,7 @@ import torch.distributed as dist
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from trainer import checkpoints
+from trainer import checkpoints, lifecycle, progress
 from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
 from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
 from trainer.datacheck import Source, fetch, model_context, record_failure, sources
@@ -184,7 +184,7 @@ def main() -> int:
     model = load_model(cfg, tokenizer, log=quiet)
     resume = checkpoints.newest_complete(cfg.output_dir, log=log if is_main else None)
 
-    callbacks, rounds, remote = [checkpoints.MarkComplete()], None, None
+    callbacks, rounds, remote = [checkpoints.MarkComplete(), *progress.callbacks(cfg)], None, None
     samples = pick_samples(cfg, tokenizer, train, evaluation, samples_rows, log=quiet) if cfg.predictions.enabled else []
     if cfg.predictions.enabled and not samples:
         quiet("predictions: no usable sample (every prompt is empty); no rounds")
@@ -261,10 +261,10 @@ def main() -> int:
             from predictions.report import write_run_report
 
             print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up,
-                          html=write_run_report(cfg, log=log))
+                          html=write_run_report(cfg, log=log), job_id=cfg.job_id)
     _barrier()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lifecycle.child_main(main))
