@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     refusal = strategy_refusal(device)
     if refusal:
         log(f"configuration error: {refusal}")
-        return lifecycle.finish(cfg, EXIT_CONFIG, error=f"configuration error: {refusal}", log=log) \
-            if opts.command == "run" else EXIT_CONFIG
+        if opts.command == "run":  # like any configuration error: job_failed, nothing written
+            lifecycle.config_failed(refusal, log=log)
+        return EXIT_CONFIG
     precision = resolve_precision(cfg.training)
     print_report(cfg, processes, device, precision)
     for line in lifecycle.describe(cfg.platform):
