@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from predictions.metrics import PLATFORM_METRICS, REGISTRY
+from predictions.metrics import PLATFORM_METRICS
 
 #: The platform's columns (its five migrations) and their Postgres types, in its table's order.
 PLATFORM_COLUMNS: dict[str, str] = {
@@ -212,7 +212,3 @@ def upgrade_row(row: dict[str, Any]) -> dict[str, Any]:
         out["prediction"] = ""
     return out
 
-
-def metric_names() -> list[str]:
-    """Every registered metric, in registration order."""
-    return list(REGISTRY)

@@ -115,3 +115,17 @@ def test_replay_through_the_supabase_writer_sends_valid_bodies(spool: Path):
     sent = [r for body in bodies for r in body]
     assert {r["prediction"] for r in sent} == {"ans\ufffd"}
     assert {r["char_error_rate"] for r in sent} == {None}
+
+
+def test_a_spool_of_an_earlier_version_is_replayed_in_todays_types(tmp_path: Path):
+    from predictions.replay import read_spool
+
+    old = {"job_id": "j", "user_id": None, "epoch": 1.5, "step": 30, "sample_index": 0, "prompt": "q",
+           "ground_truth": "a", "prediction": "a", "exact_match": True, "latency_ms": 41.7, "sample_source": "eval",
+           "validation_pass": False, "validation_errors": ["not valid JSON: x"], "validation_kind": "json_schema"}
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(json.dumps(old) + "\n")
+    (row,) = read_spool(path, log=lambda _m: None)
+    assert (row["epoch"], row["epoch_progress"], row["exact_match"], row["latency_ms"]) == (1, 1.5, 1.0, 42)
+    assert row["sample_source"] == "dataset" and row["validation_kind"] == "json_parse+json_schema"
+    assert row["validation_errors"] == [{"validator": "json_schema", "message": "not valid JSON: x", "detail": None}]
