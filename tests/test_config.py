@@ -275,6 +275,22 @@ def test_scheduler_and_optimizer_lists_are_transformers_own():
     assert set(OPTIMIZERS) == {o.value for o in OptimizerNames}
 
 
+def test_keys_left_unset_are_transformers_own_defaults(env):
+    """Not naming a key changes nothing: what the image passes by default is what transformers uses."""
+    from transformers import TrainingArguments
+
+    from trainer.config import TrainingConfig
+    from trainer.train import training_arguments
+
+    defaults = TrainingArguments(output_dir="x")
+    args = training_arguments(env(MODEL_NAME="m", DATASET_PATH=env.data)())
+    for name in ("optim", "adam_beta1", "adam_beta2", "adam_epsilon", "lr_scheduler_type", "lr_scheduler_kwargs",
+                 "dataloader_num_workers", "dataloader_prefetch_factor", "train_sampling_strategy",
+                 "load_best_model_at_end", "metric_for_best_model", "weight_decay", "max_grad_norm"):
+        assert getattr(args, name) == getattr(defaults, name), name
+    assert TrainingConfig().optim == defaults.optim
+
+
 def test_an_optimizer_whose_package_is_missing_is_refused_up_front(env):
     msg = error_of(env(TRAINING_CONFIG={"optim": "galore_adamw"}))
     assert 'TRAINING_CONFIG.optim: "galore_adamw" needs the package galore_torch' in msg
@@ -310,7 +326,7 @@ def test_the_report_prints_the_effective_settings_and_their_sources(env):
     assert "length: 5 steps — TRAINING_CONFIG" in text
     assert "learning rate: 0.002 — demo" in text  # one key set: the demo's other defaults stay
     assert "batch: 32 per process × 2 accumulation × 2 processes = 128 rows per step — TRAINING_CONFIG / demo" in text
-    assert "optimizer: adamw_torch — default" in text
+    assert "optimizer: adamw_torch_fused — default" in text
     assert "evaluation: epoch — follows the data (evaluation data present)" in text
     assert "predictions: 24 samples, at each epoch end, max_new_tokens 8 — demo" in text
 

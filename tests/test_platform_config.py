@@ -160,7 +160,7 @@ def test_a_real_short_training_run_from_a_nested_platform_configuration(tmp_path
     assert proc.returncode == 0, printed[-4000:]
     assert "TRAINING_CONFIG: the platform's nested job configuration" in printed
     assert "scheduler: cosine_with_restarts, warmup 0.1 of all steps — platform config (training." in printed
-    assert "optimizer: adamw_torch — platform config (training.optim) (optim paged_adamw_8bit needs bitsandbytes" in printed
+    assert "optimizer: adamw_torch_fused — platform config (training.optim) (optim paged_adamw_8bit needs bitsandbytes" in printed
     assert "trust_remote_code: true — platform config (model.trust_remote_code)" in printed
     assert "evaluation: steps — platform config (training.evaluation_strategy), every 6 steps" in printed
     assert "predictions: 4 samples, after each evaluation, max_new_tokens 8 — TRAINING_CONFIG.predictions" in printed

@@ -49,6 +49,8 @@ OPTIMIZERS = (
     "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw", "schedule_free_radam",
     "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw",
 )
+#: transformers' own default (with torch >= 2.8), kept so that not naming one changes nothing.
+DEFAULT_OPTIM = "adamw_torch_fused"
 #: Optimizers whose implementation is in a package this image may not have (checked up front).
 OPTIMIZER_PACKAGES = {
     "galore": "galore_torch", "lomo": "lomo_optim", "adalomo": "lomo_optim", "grokadamw": "grokadamw",
@@ -141,7 +143,7 @@ class TrainingConfig(_Strict):
     lr_scheduler_type: Literal[SCHEDULER_TYPES] = "linear"  # type: ignore[valid-type]
     lr_scheduler_kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. min_lr_rate, num_decay_steps")
     optim: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
-        "adamw_torch", description="bitsandbytes ones (paged_*, *_8bit) fall back to adamw_torch on a CPU")
+        DEFAULT_OPTIM, description=f"bitsandbytes ones (paged_*, *_8bit) fall back to {DEFAULT_OPTIM} on a CPU")
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_epsilon: float = Field(1e-8, gt=0)

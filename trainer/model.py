@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from trainer.config import JobConfig, TrainingConfig, bitsandbytes_optimizer
+from trainer.config import DEFAULT_OPTIM, JobConfig, TrainingConfig, bitsandbytes_optimizer
 from trainer.demo import build_model, demo_tokenizer
 
 #: The demo model's size: learns the reversal task to most samples right in ~1 minute on 2 cores.
@@ -28,10 +28,10 @@ def resolve_precision(training: TrainingConfig) -> str:
 
 def resolve_optim(training: TrainingConfig) -> tuple[str, str | None]:
     """The optimizer to use, and why it differs from the configured one (None when it does not).
-    bitsandbytes optimizers (paged_*, *_8bit) need a CUDA GPU: on a CPU, adamw_torch instead —
-    a fallback rather than a refusal, because every platform configuration names one."""
+    bitsandbytes optimizers (paged_*, *_8bit) need a CUDA GPU: on a CPU, the default AdamW instead
+    — a fallback rather than a refusal, because every platform configuration names one."""
     if bitsandbytes_optimizer(training.optim) and not torch.cuda.is_available():
-        return "adamw_torch", (f"optim {training.optim} needs bitsandbytes on a CUDA GPU; on this CPU: adamw_torch")
+        return DEFAULT_OPTIM, f"optim {training.optim} needs bitsandbytes on a CUDA GPU; on this CPU: {DEFAULT_OPTIM}"
     return training.optim, None
 
 

@@ -54,7 +54,7 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
         warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay,
         lr_scheduler_type=t.lr_scheduler_type,
-        lr_scheduler_kwargs=t.lr_scheduler_kwargs,
+        lr_scheduler_kwargs=t.lr_scheduler_kwargs or None,
         optim=optim,
         adam_beta1=t.adam_beta1,
         adam_beta2=t.adam_beta2,
