@@ -181,7 +181,10 @@ def generate_predictions(
             except Exception as e:  # noqa: BLE001 — with isolate_failures, one bad prompt must not cost the batch
                 if synced or not isolate_failures:
                     raise
-                generations = [_alone(run, prompts[i], lengths[i], first=e) for i in batch]
+                if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
+                    torch.cuda.empty_cache()  # alone, each prompt needs less than the batch did
+                generations = ([SampleFailure(f"{type(e).__name__}: {e}", lengths[batch[0]])] if len(batch) == 1
+                               else [_alone(run, prompts[i], lengths[i]) for i in batch])
             for i, generation in zip(batch, generations, strict=True):
                 assert generation.prompt_tokens == lengths[i], "batch tokenisation differs from the lone one"
                 results[i] = generation
@@ -205,7 +208,7 @@ def batch_count(lengths: Sequence[int], batch_size: int) -> int:
     return math.ceil(sum(1 for n in lengths if n) / batch_size)
 
 
-def _alone(run, prompt: str, length: int, *, first: Exception) -> Generation | SampleFailure:
+def _alone(run, prompt: str, length: int) -> Generation | SampleFailure:
     """Retry one prompt of a failed batch by itself; its own error, if it fails again, is kept."""
     try:
         return run([prompt])[0]

@@ -50,7 +50,11 @@ ROUNDS_LOG_NAME = "prediction_rounds.jsonl"
 TEST_FAIL_RANK_VARIABLE = "PREDICTIONS_TEST_FAIL_RANK"
 
 
-class ShareFailed(RuntimeError):
+class RoundFailed(RuntimeError):
+    """The round as a whole could not be generated (every sample failed); nothing is written."""
+
+
+class ShareFailed(RoundFailed):
     """A rank could not generate its share of a round; the round fails on every rank."""
 
 
@@ -195,10 +199,14 @@ class PredictionRounds:
                                             all(ok for ok, _ in outcomes)))
             return None
         try:
-            errors = [f"rank {r}: {payload}" for r, (ok, payload) in enumerate(outcomes) if not ok]
+            errors = [f"rank {r}: {payload}" if len(outcomes) > 1 else str(payload)
+                      for r, (ok, payload) in enumerate(outcomes) if not ok]
             if errors:
                 raise ShareFailed("; ".join(errors))
             generations = self._merge([payload for _, payload in outcomes])
+            failures = [g for g in generations if isinstance(g, SampleFailure)]
+            if len(failures) == len(generations):  # not one bad sample: the round itself failed
+                raise RoundFailed(f"every sample failed to generate, e.g. {failures[0].error}")
             rows, scores, failed = self._rows(generations, step, epoch)
             means = mean_scores(scores)
             self._write(rows)
@@ -209,7 +217,7 @@ class PredictionRounds:
             cause = f"{type(e).__name__}: {e}"
             self.log(f"predictions: round {number} at step {step} FAILED ({cause}); training goes on, "
                      "the next round tries again")
-            if not isinstance(e, ShareFailed):  # a share's error was logged where it happened
+            if not isinstance(e, RoundFailed):  # its cause was logged where it happened
                 self.log("".join(traceback.format_exception(e, limit=-3)).rstrip())
             result = RoundResult(number, step, epoch, 0, time.perf_counter() - start, False, error=cause)
         else:

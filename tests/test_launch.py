@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, _children, job_env, wait_for
-from trainer.launch import launch_command
+from trainer.launch import launch_command, strategy_refusal
 
 
 def test_launch_command_cpu_and_multi_process():
@@ -20,6 +20,19 @@ def test_launch_command_cpu_and_multi_process():
     cmd, extra = launch_command(4, "bf16", "cuda")
     assert cmd[cmd.index("--mixed_precision") + 1] == "bf16" and extra == {}
     assert cmd[-2:] == ["-m", "trainer.train"]  # the configuration travels in the environment only
+
+
+def test_fsdp_gets_fsdp2_defaults_and_is_refused_on_cpu_processes(monkeypatch):
+    for name in ("FSDP_VERSION", "FSDP_AUTO_WRAP_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")  # the job's own choice is kept
+    _, extra = launch_command(2, "bf16", "cuda")
+    assert extra == {"FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP"}
+    assert strategy_refusal("cuda") is None
+    assert strategy_refusal("cpu").startswith("ACCELERATE_USE_FSDP: FSDP needs GPUs here")
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    assert strategy_refusal("cpu") is None and launch_command(2, "no", "cpu")[1] == {"ACCELERATE_USE_CPU": "true"}
 
 
 @pytest.mark.slow

@@ -37,9 +37,17 @@ def rounds_log(out):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_ranks_answer_as_one_and_a_failing_rank_fails_the_round_on_both(tmp_path):
+    # The fixed sample comes from a samples file with two empty prompts among good ones: they are
+    # dropped before the draw, and never sink a round (issue 13).
+    good = EVAL_FILE.read_text().splitlines()[:8]
+    empty = [json.dumps({"prompt": "", "completion": "x"}), json.dumps({"prompt": "   ", "completion": "y"})]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("\n".join(good[:2] + empty[:1] + good[2:5] + empty[1:] + good[5:]) + "\n")
+    predict = {**PREDICT, "samples_path": str(samples)}
+
     one = tmp_path / "one"
     env = job_env(one, TRAINING_CONFIG={**QUICK_TRAINING, "max_steps": 20, "save_strategy": "no"},
-                  PREDICTIONS_CONFIG={**PREDICT, "step_interval": 20})
+                  PREDICTIONS_CONFIG={**predict, "step_interval": 20})
     first = run_entrypoint(env)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     reference = sorted((r for r in spool_rows(one) if r["step"] == 20), key=lambda r: r["sample_index"])
@@ -49,7 +57,7 @@ def test_two_ranks_answer_as_one_and_a_failing_rank_fails_the_round_on_both(tmp_
     env = job_env(two, NUM_PROCESSES="2", MODEL_NAME=str(one / "final"), DATASET_PATH=str(TRAIN_FILE),
                   EVAL_DATASET_PATH=str(EVAL_FILE), PREDICTIONS_TEST_FAIL_RANK="1:5",  # the test hook
                   TRAINING_CONFIG={**QUICK_TRAINING, "max_steps": 10, "save_strategy": "no"},
-                  PREDICTIONS_CONFIG={**PREDICT, "step_interval": 5, "baseline": True})
+                  PREDICTIONS_CONFIG={**predict, "step_interval": 5, "baseline": True})
     proc = run_entrypoint(env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
@@ -62,6 +70,7 @@ def test_two_ranks_answer_as_one_and_a_failing_rank_fails_the_round_on_both(tmp_
     # The same answers as one process on the same weights (and they are answers, not one echo).
     assert [[r[k] for k in COMPARED] for r in baseline] == [[r[k] for k in COMPARED] for r in reference]
     assert len({r["prediction"] for r in baseline}) > 2
+    assert all(r["prompt"].strip() and r["sample_source"] == "samples" for r in rows)  # the empty ones were dropped
 
     # Rank 1 raised in its share at step 5: the round failed on both ranks, nothing of it written,
     # the next round worked and training completed.

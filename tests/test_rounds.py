@@ -113,6 +113,19 @@ def test_a_failed_round_is_in_the_rounds_log_too(tokenizer, model, tmp_path, mon
     assert {r["step"] for r in read(tmp_path / "predictions.jsonl")} == {4}  # nothing of the failed round
 
 
+def test_when_every_sample_fails_the_round_fails_rather_than_writing_only_failed_rows(tokenizer, model, tmp_path,
+                                                                                      monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    monkeypatch.setattr(generator_module, "_generate_batch", out_of_memory)
+    rounds = make_rounds(tokenizer, tmp_path, batch_size=2)
+    result = rounds.run(model, step=2, epoch=0.1)
+    assert not result.ok and "every sample failed to generate, e.g. OutOfMemoryError" in result.error
+    assert not (tmp_path / "predictions.jsonl").exists()
+    assert read(tmp_path / ROUNDS_LOG_NAME)[0]["status"] == "failed"
+
+
 def test_prompts_that_tokenise_to_nothing_are_dropped_before_the_draw_with_a_line(tokenizer):
     lines: list[str] = []
     triples = [(0, "reverse: red", "red"), (1, "   ", "x"), (2, "reverse: cat dog", "dog cat"), (3, "", "y")]
