@@ -222,3 +222,34 @@ def test_sigterm_mid_run_flushes_the_spool_and_leaves_no_process(tmp_path):
     assert len(complete) >= 2
     time.sleep(1)
     assert processes_with(str(out)) == [], "a training process outlived the entrypoint"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_table_dropped_mid_run_keeps_every_row_in_the_spool(pg_db, tmp_path):
+    import psycopg
+
+    out = tmp_path / "out"
+    env = _postgres_env(tmp_path, pg_db)
+    env["TRAINING_CONFIG"] = json.dumps({**QUICK_TRAINING, "max_steps": 8, "save_strategy": "no"})
+    proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def stored() -> int:
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            return conn.execute("select count(*) from training_predictions").fetchone()[0]
+
+    try:
+        assert wait_for(lambda: len(spool_rows(out)) >= 4, timeout=300, interval=0.5), "no round within 300s"
+        assert wait_for(lambda: stored() >= 4, timeout=60, interval=0.5)
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            conn.execute("drop table training_predictions cascade")
+        output, _ = proc.communicate(timeout=300)
+        ended = Ended(proc.returncode, output)
+    except subprocess.TimeoutExpired:
+        kill_tree_hard(proc)
+        ended = Ended(None, proc.communicate()[0])
+    keys = {(r["step"], r["sample_index"]) for r in spool_rows(out)}
+    expected = {(step, i) for step in (2, 4, 6, 8) for i in range(4)}
+    judge(ended, code=0, says=["the rows stay in the spool: run `python entrypoint.py replay`"],
+          lost=len(expected - keys), handled=True)
