@@ -3,9 +3,10 @@
 pytest_plugins = ["tests.pg"]
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    """The fault suite's totals as the last line, when it ran (tests/faults.py)."""
+def pytest_unconfigure(config) -> None:
+    """The fault suite's totals (tests/faults.py) as the session's very last line, when it ran."""
     from tests.faults import TALLY
 
-    if TALLY.tried:
-        terminalreporter.write_line(TALLY.line())
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if TALLY.tried and reporter is not None:
+        reporter.write_line(TALLY.line())

@@ -103,3 +103,13 @@ def test_the_parent_reports_a_training_process_data_error_with_78(job, tmp_path,
     assert entrypoint.main([]) == 78
     assert "data error: DATASET_PATH x.jsonl: no usable row" in capsys.readouterr().out
     assert recorded_failure(tmp_path / "out") is None  # consumed
+
+
+def test_a_hub_model_not_on_this_machine_is_checked_without_a_download(job, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail loudly, not hang
+    cfg = job(MODEL_NAME="example-org/not-on-this-machine", DATASET_PATH=write(tmp_path / "t.jsonl", ROWS))
+    lines = []
+    check_data(cfg, log=lines.append)
+    assert lines[0] == ("data: the tokenizer of example-org/not-on-this-machine is not on this machine yet: prompt "
+                        "lengths and unknown tokens are checked by the training process once it has downloaded it")
+    assert lines[1].endswith("t.jsonl: 6 usable rows (6 prompt/completion)")

@@ -174,9 +174,13 @@ def test_database_wrong_password(pg_db, tmp_path):
 @pytest.mark.slow
 def test_a_run_on_damaged_data_trains_and_stores_every_row_once(server, tmp_path):
     """Content-Encoding gzip behind a signed URL, a BOM and an invalid line; a gzipped {"data"}
-    evaluation file with a BOM; a samples file with an invalid line: trained on, all of it."""
+    evaluation file with a BOM; a samples file with a NUL line and an empty prompt: trained on,
+    all of it, and every round writes all its samples."""
     (tmp_path / "eval.json.gz").write_bytes(gzip.compress(BOM + json.dumps({"data": ROWS[:6]}).encode()))
-    (tmp_path / "samples.jsonl").write_bytes(lines_with(b"\x00{", 3))
+    # A raw NUL line, and a row with an empty prompt (it once sank every round): both skipped when read.
+    samples = lines_with(b"\x00{", 3).splitlines()
+    samples.insert(5, json.dumps({"prompt": "", "completion": "x"}).encode())
+    (tmp_path / "samples.jsonl").write_bytes(b"\n".join(samples) + b"\n")
     predictions = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 2,
                    "max_new_tokens": 4, "samples_path": str(tmp_path / "samples.jsonl")}
     env = env_for(tmp_path, DATASET_PATH=server.signed("/d/damaged.jsonl"), EVAL_DATASET_PATH=str(tmp_path / "eval.json.gz"),
@@ -185,7 +189,7 @@ def test_a_run_on_damaged_data_trains_and_stores_every_row_once(server, tmp_path
     rows = spool_rows(tmp_path / "out")
     keys = {(r["step"], r["sample_index"]) for r in rows}
     expected = {(step, i) for step in (2, 4) for i in range(4)}
-    judge(ended, code=0, says=["invalid JSON: 1 (line 4)", "NUL byte: 1 (line 3)", "6 usable rows"],
+    judge(ended, code=0, says=["invalid JSON: 1 (line 4)", "NUL byte: 1 (line 3)", "empty prompt: 1 (line 6)", "6 usable rows"],
           lost=len(expected - keys) + (len(rows) - len(keys)))
     assert keys == expected
 
@@ -218,3 +222,34 @@ def test_sigterm_mid_run_flushes_the_spool_and_leaves_no_process(tmp_path):
     assert len(complete) >= 2
     time.sleep(1)
     assert processes_with(str(out)) == [], "a training process outlived the entrypoint"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_table_dropped_mid_run_keeps_every_row_in_the_spool(pg_db, tmp_path):
+    import psycopg
+
+    out = tmp_path / "out"
+    env = _postgres_env(tmp_path, pg_db)
+    env["TRAINING_CONFIG"] = json.dumps({**QUICK_TRAINING, "max_steps": 8, "save_strategy": "no"})
+    proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def stored() -> int:
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            return conn.execute("select count(*) from training_predictions").fetchone()[0]
+
+    try:
+        assert wait_for(lambda: len(spool_rows(out)) >= 4, timeout=300, interval=0.5), "no round within 300s"
+        assert wait_for(lambda: stored() >= 4, timeout=60, interval=0.5)
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            conn.execute("drop table training_predictions cascade")
+        output, _ = proc.communicate(timeout=300)
+        ended = Ended(proc.returncode, output)
+    except subprocess.TimeoutExpired:
+        kill_tree_hard(proc)
+        ended = Ended(None, proc.communicate()[0])
+    keys = {(r["step"], r["sample_index"]) for r in spool_rows(out)}
+    expected = {(step, i) for step in (2, 4, 6, 8) for i in range(4)}
+    judge(ended, code=0, says=["the rows stay in the spool: run `python entrypoint.py replay`"],
+          lost=len(expected - keys), handled=True)

@@ -35,7 +35,8 @@ CHAT_WORDS = ["system:", "user:", "assistant:"]
 #: The demo model's context (positions): a prompt this long leaves no room to answer.
 DEMO_CONTEXT = 256
 #: A user's data the CPU demo takes: beyond this, training from scratch on a CPU takes too long to
-#: be a try-out (about a minute per 1,000 rows of short text on two cores, at the demo's 8 epochs).
+#: be a try-out (the bundled 5,000 short rows × 8 epochs take about a minute on two cores, so
+#: 20,000 rows about five).
 DEMO_MAX_ROWS = 20_000
 DEMO_MAX_WORDS = 1_000_000
 
