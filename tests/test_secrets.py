@@ -112,9 +112,7 @@ SIGNED = f"?token={CANARY}-signature&X-Amz-Signature={CANARY}"
 
 @pytest.mark.parametrize("where", [
     "DATASET_PATH",
-    pytest.param("samples_path", marks=pytest.mark.xfail(
-        reason="the startup report shows PREDICTIONS_CONFIG's text verbatim; helper B1's report change shows its "
-               "keys instead — remove this mark when it is merged", strict=True)),
+    "samples_path",
 ])
 def test_a_signed_url_is_never_printed(where, tmp_path):
     """A signed URL (its query is the credential; userinfo too) given as the dataset or the samples
