@@ -80,6 +80,9 @@ def launch_command(processes: int, precision: str, device: str) -> tuple[list[st
     """The `accelerate launch` command line and the extra environment it needs."""
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
+        # The launcher's own CalledProcessError traceback says nothing the training process did not
+        # print already; the parent reports the exit code (and a data error as 78).
+        "--quiet",
         "--num_machines", "1",
         "--num_processes", str(processes),
         "--mixed_precision", precision,
