@@ -492,7 +492,7 @@ def _image_default(variable: str, image_variable: str, fallback: str | None) -> 
         return value, "set"
     image = os.environ.get(image_variable, "").strip()
     if image:
-        return image, f"the image's default ({image_variable})"
+        return image, f"the image's default, {image_variable}"
     return fallback, "default"
 
 
