@@ -4,8 +4,9 @@
 #   debootstrap Debian 12 (minbase) from the apt mirror this machine uses → `docker import`
 #   → scripts/standin/Dockerfile: Python 3.11, a venv, the CPU torch wheel found on this disk,
 #     and this machine's extra CA certificates (pip in the build reaches the registry through them).
-# No registry image is pulled. The tag carries a hash of the recipe and the wheel's name, so an
-# existing image is reused as it is (a warm run takes a second) and a changed recipe builds anew.
+# No registry image is pulled. The tag carries a hash of the recipe, the wheel's name and the
+# certificates, so an existing image is reused as it is (a warm run takes a second) and a changed
+# recipe builds anew. The debootstrap'ed Debian is kept as an image of its own and reused too.
 # Needs root (debootstrap) and an engine (DOCKER_HOST). TORCH_WHEEL=path overrides the search.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,10 +26,14 @@ if [ -z "$wheel" ] || [ ! -f "$wheel" ]; then
   exit 2
 fi
 
-hash=$(cat standin/Dockerfile docker-standin-base.sh <(basename "$wheel") | sha256sum | cut -c1-12)
+# The image's recipe: its Dockerfile, the wheel and the CA certificates it gets.
+hash=$(cat standin/Dockerfile <(basename "$wheel") /usr/local/share/ca-certificates/*.crt 2>/dev/null \
+       | sha256sum | cut -c1-12)
 tag="finetune-standin-base:$hash"
 if docker image inspect "$tag" >/dev/null 2>&1; then echo "$tag"; exit 0; fi
 
+work=$(mktemp -d /tmp/standin.XXXXXX)
+trap 'rm -rf "$work"' EXIT
 rootfs_tag="finetune-standin-rootfs:bookworm"
 if ! docker image inspect "$rootfs_tag" >/dev/null 2>&1; then
   if ! command -v debootstrap >/dev/null; then
@@ -40,17 +45,14 @@ if ! docker image inspect "$rootfs_tag" >/dev/null 2>&1; then
   mirror=${DEBIAN_MIRROR:-$(grep -rhE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
            | grep -oE 'https?://[^ ]+/debian/?( |$)' | head -n1 | tr -d ' ' || true)}
   mirror=${mirror:-http://deb.debian.org/debian}
-  root=$(mktemp -d /tmp/standin-rootfs.XXXXXX)
-  trap 'rm -rf "$root"' EXIT
   say "debootstrap bookworm from $mirror"
-  debootstrap --variant=minbase bookworm "$root/fs" "$mirror" >"$root/debootstrap.log" 2>&1 \
-    || { tail -n 20 "$root/debootstrap.log" >&2; exit 1; }
-  tar -C "$root/fs" -c . | docker import - "$rootfs_tag" >/dev/null
-  rm -rf "$root/fs"
+  debootstrap --variant=minbase bookworm "$work/fs" "$mirror" >"$work/debootstrap.log" 2>&1 \
+    || { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
+  tar -C "$work/fs" -c . | docker import - "$rootfs_tag" >/dev/null
+  rm -rf "$work/fs"
 fi
 
-ctx=$(mktemp -d /tmp/standin-ctx.XXXXXX)
-trap 'rm -rf "$ctx"' EXIT
+ctx=$work/context
 mkdir -p "$ctx/certs" "$ctx/wheels"
 cp standin/Dockerfile "$ctx/"
 cp /usr/local/share/ca-certificates/*.crt "$ctx/certs/" 2>/dev/null || true

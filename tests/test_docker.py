@@ -176,7 +176,8 @@ def test_the_demo_with_the_example_env_file_writes_everything_to_the_volume(dock
     out = ws / "outputs"
     rows = spool_rows(out)
     assert sorted(Counter(r["step"] for r in rows).values()) == [24, 24], log[-3000:]  # baseline + the epoch
-    assert {"checkpoint-50", "checkpoint-100", "checkpoint-150"} <= {p.parent.name for p in out.glob(f"checkpoint-*/{MARKER}")}
+    saved = [int(p.parent.name.split("-")[1]) for p in out.glob(f"checkpoint-*/{MARKER}")]
+    assert saved and max(saved) >= 150, saved  # the newest kept (save_total_limit prunes older ones)
     assert (out / "final" / "config.json").exists() and list((out / "final").glob("*.safetensors"))
     print(f"demo (1 epoch) in the container: {seconds:.0f}s")
 
