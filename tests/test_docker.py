@@ -156,12 +156,8 @@ def test_check_exits_0_and_a_bad_variable_78_with_its_message(docker_env, image,
 # Issue 10 item 2: `OUTPUT_DIR=` (empty) in .env.example must not move the outputs off the volume.
 # trainer/config.py falls back to the image's IMAGE_OUTPUT_DIR for that; until it reads it, this
 # test must fail (strict), and passes once it does.
-_OUTPUT_DEFAULT_READ = "IMAGE_OUTPUT_DIR" in (ROOT / "trainer" / "config.py").read_text()
 
 
-@pytest.mark.xfail(not _OUTPUT_DEFAULT_READ, strict=True,
-                   reason="trainer/config.py does not read IMAGE_OUTPUT_DIR yet: an empty OUTPUT_DIR moves the outputs "
-                          "to /app/outputs inside the container")
 def test_the_demo_with_the_example_env_file_writes_everything_to_the_volume(docker_env, image, env_file, tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
