@@ -153,9 +153,8 @@ def test_check_exits_0_and_a_bad_variable_78_with_its_message(docker_env, image,
     assert "got 'zero'" in bad.stdout
 
 
-# Issue 10 item 2: `OUTPUT_DIR=` (empty) in .env.example must not move the outputs off the volume.
-# trainer/config.py falls back to the image's IMAGE_OUTPUT_DIR for that; until it reads it, this
-# test must fail (strict), and passes once it does.
+# Issue 10 item 2: `OUTPUT_DIR=` (empty) in .env.example must not move the outputs off the volume:
+# trainer/config.py falls back to the image's IMAGE_OUTPUT_DIR.
 
 
 def test_the_demo_with_the_example_env_file_writes_everything_to_the_volume(docker_env, image, env_file, tmp_path):
