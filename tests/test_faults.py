@@ -23,6 +23,7 @@ import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, wait_for
 from tests.faults import CANARY, Ended, FileServer, judge, processes_with, run
+from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
 
 pytestmark = pytest.mark.faults
 
@@ -31,8 +32,18 @@ WORDS = "red blue green cat dog fox".split()
 ROWS = [{"prompt": f"reverse: {WORDS[i % 6]} {WORDS[(i * 5 + 1) % 6]}",
          "completion": f"{WORDS[(i * 5 + 1) % 6]} {WORDS[i % 6]}"} for i in range(20)]
 JSONL = b"".join(json.dumps(r).encode() + b"\n" for r in ROWS)
-#: Canaries in the secrets a run might touch, though these cases never need them to work.
-SECRETS = {"JOB_TOKEN": f"{CANARY}-job", "INTERNAL_API_KEY": f"{CANARY}-internal"}
+#: Every case runs as the platform's pod: its job lifecycle on (metrics and alerts to a double of its
+#: routes), canaries in its secrets. A fault must not reach the user as a leaked token either.
+JOB, OWNER = "job_faults", "11111111-1111-4111-8111-111111111111"
+SECRETS = {"JOB_TOKEN": f"{CANARY}-job", "INTERNAL_API_KEY": f"{CANARY}-internal", "JOB_ID": JOB, "USER_ID": OWNER}
+_PLATFORM: list[PlatformDouble] = []
+
+
+def platform() -> PlatformDouble:
+    """The platform's routes, one double for the module (started on first use)."""
+    if not _PLATFORM:
+        _PLATFORM.append(PlatformDouble(JOB, SECRETS["JOB_TOKEN"], SECRETS["INTERNAL_API_KEY"]))
+    return _PLATFORM[0]
 
 
 def lines_with(bad: bytes, at: int) -> bytes:
@@ -45,8 +56,10 @@ def env_for(tmp_path: Path, **values) -> dict[str, str]:
     """A local-mode job on the demo model, kept tiny."""
     values.setdefault("TRAINING_CONFIG", {**QUICK_TRAINING, "max_steps": 4, "save_strategy": "no"})
     values.setdefault("PREDICTIONS_CONFIG", {"enabled": True, "sample_count": 4, "sample_frequency": "steps",
-                                             "step_interval": 2, "max_new_tokens": 4})
-    return job_env(tmp_path / "out", **SECRETS, **values)
+                                             "step_interval": 2, "max_new_tokens": 4, "baseline": False})
+    double = platform()
+    routes = {"METRICS_API_URL": double.url + METRICS_PATH, "ALERT_API_URL": double.url + ALERT_PATH}
+    return job_env(tmp_path / "out", **{**SECRETS, **routes, **values})
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +195,7 @@ def test_a_run_on_damaged_data_trains_and_stores_every_row_once(server, tmp_path
     samples.insert(5, json.dumps({"prompt": "", "completion": "x"}).encode())
     (tmp_path / "samples.jsonl").write_bytes(b"\n".join(samples) + b"\n")
     predictions = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 2,
-                   "max_new_tokens": 4, "samples_path": str(tmp_path / "samples.jsonl")}
+                   "max_new_tokens": 4, "baseline": False, "samples_path": str(tmp_path / "samples.jsonl")}
     env = env_for(tmp_path, DATASET_PATH=server.signed("/d/damaged.jsonl"), EVAL_DATASET_PATH=str(tmp_path / "eval.json.gz"),
                   PREDICTIONS_CONFIG=predictions)
     ended = run(env, timeout=400)

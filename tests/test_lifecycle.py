@@ -3,15 +3,12 @@ the job's state on the volume (a finished or failed job is not trained again), p
 
 from __future__ import annotations
 
-import http.server
 import json
-import socket
-import threading
-import time
 
 import pytest
 
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
+from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble, refused_url
 from trainer import lifecycle
 from trainer.config import ConfigError, load_config
 from trainer.progress import duration, next_round_step, progress_line
@@ -20,117 +17,9 @@ CANARY = "CANARY5e1b"
 JOB = "9f0c4a52-1111-4222-8333-444455556666"
 OWNER = "11111111-1111-4111-8111-111111111111"
 TOKEN, KEY = f"{CANARY}-job-token", f"{CANARY}-internal-key"
-METRICS_PATH, ALERT_PATH = "/api/training/local/metrics", "/api/alerts/trigger"
-ALERT_TYPES = {"job_started", "job_completed", "job_failed", "job_cancelled", "gpu_oom", "disk_warning",
-               "timeout_warning"}
 TRAINING = {**QUICK_TRAINING, "max_steps": 20, "logging_steps": 5, "save_strategy": "no"}
 PREDICTIONS = {"enabled": True, "sample_count": 3, "sample_frequency": "steps", "step_interval": 10,
                "max_new_tokens": 4}
-
-
-class PlatformDouble:
-    """The platform's metrics and alert routes as their handlers behave (route.ts): 401 without
-    the right Bearer token / X-API-Key, 400 on a body they cannot use; records what they accept.
-    `delay_s` makes the metrics route slow; `fail_first` answers that many calls with 503."""
-
-    def __init__(self, *, delay_s: float = 0.0, fail_first: int = 0):
-        self.metrics: list[dict] = []  # accepted metric calls' bodies
-        self.alerts: list[dict] = []
-        self.refused: list[tuple[str, int, str]] = []
-        self.calls = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _answer(self, status: int, body: dict) -> None:
-                if status >= 400:
-                    outer.refused.append((self.path, status, body.get("error", "")))
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    return json.loads(raw) if raw.strip() else None
-                except json.JSONDecodeError:
-                    return "invalid"
-
-            def do_POST(self):  # noqa: N802
-                outer.calls += 1
-                body = self._body()
-                if outer.calls <= fail_first:
-                    return self._answer(503, {"error": "unavailable"})
-                if self.path == METRICS_PATH:
-                    return self._metrics(body)
-                if self.path == ALERT_PATH:
-                    return self._alert(body)
-                return self._answer(404, {"error": "not found"})
-
-            def _metrics(self, body):
-                time.sleep(delay_s)
-                auth = self.headers.get("Authorization") or ""
-                if not auth.startswith("Bearer "):
-                    return self._answer(401, {"error": "Unauthorized: Bearer token required"})
-                if body is None or body == "invalid":
-                    return self._answer(400, {"error": "Invalid JSON in request body"})
-                if not body.get("job_id"):
-                    return self._answer(400, {"error": "job_id is required"})
-                points = body.get("metrics")
-                if not isinstance(points, list) or not points:
-                    return self._answer(400, {"error": "metrics array is required and must not be empty"})
-                if body["job_id"] != JOB:
-                    return self._answer(404, {"error": "Job not found"})
-                if auth[7:] != TOKEN:
-                    return self._answer(401, {"error": "Unauthorized: Invalid token"})
-                for p in points:  # the handler reads m.step, m.epoch and numbers or nulls
-                    assert isinstance(p["step"], int) and isinstance(p["epoch"], (int, float)), p
-                    for k in ("train_loss", "eval_loss", "learning_rate", "grad_norm", "samples_per_second"):
-                        assert p.get(k) is None or isinstance(p[k], (int, float)), (k, p)
-                outer.metrics.append(body)
-                return self._answer(200, {"success": True, "count": len(points)})
-
-            def _alert(self, body):
-                if self.headers.get("X-API-Key") != KEY:
-                    return self._answer(401, {"error": "Unauthorized"})
-                if not isinstance(body, dict) or body.get("type") not in ALERT_TYPES:
-                    return self._answer(400, {"error": "Invalid alert type"})
-                if not body.get("job_id") or not body.get("user_id"):
-                    return self._answer(400, {"error": "job_id and user_id are required"})
-                outer.alerts.append(body)
-                return self._answer(200, {"success": True})
-
-            def do_GET(self):  # noqa: N802
-                self._answer(405, {"error": "method not allowed"})
-
-            def log_message(self, *args):
-                return None
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def points(self) -> list[dict]:
-        return [p for body in self.metrics for p in body["metrics"]]
-
-    def types(self) -> list[str]:
-        return [a["type"] for a in self.alerts]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-
-
-def refused_url(path: str = "") -> str:
-    """A loopback URL nothing listens on (the port was free a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}{path}"
 
 
 def platform_env(out, metrics_url: str, alert_url: str, **values) -> dict[str, str]:
@@ -146,7 +35,7 @@ def assert_no_secret(printed: str, out) -> None:
 
 @pytest.fixture
 def platform():
-    double = PlatformDouble(delay_s=0.5)  # a slow route: training must not wait for it
+    double = PlatformDouble(JOB, TOKEN, KEY, delay_s=0.5)  # a slow route: training must not wait for it
     yield double
     double.close()
 
@@ -220,9 +109,10 @@ def test_bad_data_sends_job_failed_with_the_data_error(platform, tmp_path):
     env = platform_env(tmp_path / "out", platform.url + METRICS_PATH, platform.url + ALERT_PATH,
                        DATASET_PATH=str(tmp_path / "train.jsonl"), TRAINING_CONFIG=TRAINING)
     proc = run_entrypoint(env, timeout=300)
-    assert proc.returncode != 0
+    assert proc.returncode == 78  # refused in the parent, before the model loads
     assert platform.types() == ["job_failed"], (platform.alerts, platform.refused)
-    assert platform.alerts[0]["error_message"].startswith("data error: train.jsonl: no usable row")
+    error = platform.alerts[0]["error_message"]
+    assert error.startswith("data error: DATASET_PATH ") and "train.jsonl: no usable row" in error, error
 
 
 @pytest.mark.slow
@@ -309,7 +199,7 @@ def test_an_interrupted_attempt_resumes_and_another_jobs_state_is_not_this_ones(
 
 
 def test_alerts_retry_transient_errors_and_not_a_refusal(monkeypatch, tmp_path):
-    flaky = PlatformDouble(fail_first=1)
+    flaky = PlatformDouble(JOB, TOKEN, KEY, fail_first=1)
     try:
         cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB, USER_ID=OWNER, ALERT_API_URL=flaky.url + ALERT_PATH,
                          INTERNAL_API_KEY=KEY)
@@ -324,7 +214,7 @@ def test_alerts_retry_transient_errors_and_not_a_refusal(monkeypatch, tmp_path):
 
 
 def test_metrics_are_batched_and_put_never_waits_for_a_slow_route(monkeypatch, tmp_path):
-    slow = PlatformDouble(delay_s=0.3)
+    slow = PlatformDouble(JOB, TOKEN, KEY, delay_s=0.3)
     try:
         cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB, METRICS_API_URL=slow.url + METRICS_PATH, JOB_TOKEN=TOKEN)
         sender = lifecycle.MetricsSender(cfg.platform, log=lambda _m: None)

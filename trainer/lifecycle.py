@@ -315,14 +315,18 @@ def read_state(output_dir: Path) -> dict | None:
 
 def write_state(output_dir: Path, *, replace: bool = False, **fields: Any) -> dict:
     """Merge `fields` into job_state.json (or replace it), atomically: a pod killed mid-write
-    leaves the old file, never a torn one."""
+    leaves the old file, never a torn one. An OUTPUT_DIR that cannot be written (the reason the
+    pod is stopping, say) is logged: the state is lost, the alert that follows is still sent."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     state = {} if replace else (read_state(output_dir) or {})
     state.update(fields, time=_now())
-    tmp = output_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(state, indent=1) + "\n")
-    os.replace(tmp, output_dir / STATE_FILE)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = output_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(state, indent=1) + "\n")
+        os.replace(tmp, output_dir / STATE_FILE)
+    except OSError as e:
+        log_line(f"job state: cannot write {output_dir / STATE_FILE} ({e.strerror or e}); not kept on the volume")
     return state
 
 
