@@ -29,8 +29,6 @@ from trainer.demo import DEMO_CONTEXT, DEMO_MAX_ROWS, DEMO_MAX_WORDS, TRAIN_FILE
 from trainer.fetch import DownloadError, is_url, local_path
 from trainer.redact import redact_url
 
-#: A training process that fails on data leaves its message here, for the parent to report with exit 78.
-FAILURE_FILE = "data-error.txt"
 UNKNOWN_CONTEXT = 1_000_000  # transformers' stand-in for "no limit" is 1e30: treat as unknown
 DEMO_ON_YOUR_DATA = ("demo model: a small model trained from scratch on your data, for trying the image on a CPU; "
                      "set MODEL_NAME for real fine-tuning")
@@ -141,22 +139,20 @@ def check_data(cfg: JobConfig, *, log: Callable[[str], None] = print) -> None:
 
 
 def record_failure(output_dir: Path, message: str) -> None:
-    """A training process's data error, left for the parent (which reports it with exit 78)."""
-    try:
-        (Path(output_dir) / FAILURE_FILE).write_text(message + "\n")
-    except OSError:
-        return  # the message is printed anyway; the parent then reports the launcher's code
+    """A training process's data error, left for the parent (which reports it with exit 78) in the
+    job's state on the volume (trainer/lifecycle.py), beside any other error of the attempt."""
+    from trainer.lifecycle import write_state
+
+    write_state(output_dir, data_error=message)
 
 
 def recorded_failure(output_dir: Path, *, clear: bool = False) -> str | None:
-    """The data error a training process left, if any (and remove it when `clear`)."""
-    path = Path(output_dir) / FAILURE_FILE
-    try:
-        message = path.read_text().strip()
-    except OSError:
-        return None
-    if clear:
-        path.unlink(missing_ok=True)
+    """The data error a training process left, if any (and forget it when `clear`)."""
+    from trainer.lifecycle import read_state, write_state
+
+    message = (read_state(output_dir) or {}).get("data_error")
+    if message and clear:
+        write_state(output_dir, data_error=None)
     return message
 
 
