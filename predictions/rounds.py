@@ -103,7 +103,7 @@ def split_samples(lengths: Sequence[int], world_size: int) -> list[list[int]]:
     return [sorted(share) for share in shares]
 
 
-def usable_examples(triples: Sequence[tuple[int, str, str]], tokenizer, *, log: Callable[[str], None] = print,
+def with_prompts(triples: Sequence[tuple[int, str, str]], tokenizer, *, log: Callable[[str], None] = print,
                     what: str = "samples") -> list[tuple[int, str, str]]:
     """The (source_index, prompt, ground_truth) triples a round can generate for: a prompt that
     tokenises to nothing has nothing to continue and would fail every round, so it is dropped

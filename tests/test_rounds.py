@@ -14,7 +14,7 @@ from predictions.rounds import (
     PredictionRounds,
     split_samples,
     fault_hook_from_env,
-    usable_examples,
+    with_prompts,
 )
 from predictions.rows import ROW_COLUMNS
 from predictions.sampler import draw_samples
@@ -129,10 +129,10 @@ def test_when_every_sample_fails_the_round_fails_rather_than_writing_only_failed
 def test_prompts_that_tokenise_to_nothing_are_dropped_before_the_draw_with_a_line(tokenizer):
     lines: list[str] = []
     triples = [(0, "reverse: red", "red"), (1, "   ", "x"), (2, "reverse: cat dog", "dog cat"), (3, "", "y")]
-    assert usable_examples(triples, tokenizer, log=lines.append, what="samples rows") == [triples[0], triples[2]]
+    assert with_prompts(triples, tokenizer, log=lines.append, what="samples rows") == [triples[0], triples[2]]
     assert lines == ["predictions: dropped 2 samples rows whose prompt is empty (source_index 1, 3); "
                      "a round cannot generate from nothing"]
-    assert usable_examples(triples[:1], tokenizer, log=lines.append) == triples[:1] and len(lines) == 1
+    assert with_prompts(triples[:1], tokenizer, log=lines.append) == triples[:1] and len(lines) == 1
 
 
 def test_the_fault_hook_is_read_from_its_variable_only():

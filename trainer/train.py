@@ -110,10 +110,10 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
         source, file, examples = "eval", by_variable.get("EVAL_DATASET_PATH", train_source), evaluation
     else:
         source, file, examples = "train", train_source, train
-    from predictions.rounds import usable_examples
+    from predictions.rounds import with_prompts
     from predictions.sampler import draw_samples
 
-    triples = usable_examples([(e.source_index, e.prompt, e.completion) for e in examples], tokenizer,
+    triples = with_prompts([(e.source_index, e.prompt, e.completion) for e in examples], tokenizer,
                               log=log, what=f"{source} rows")
     # The file's name only: a signed URL's query string is a credential.
     name = Path(file.location.split("?", 1)[0]).name
