@@ -266,3 +266,58 @@ def test_table_dropped_mid_run_keeps_every_row_in_the_spool(pg_db, tmp_path):
     expected = {(step, i) for step in (2, 4, 6, 8) for i in range(4)}
     judge(ended, code=0, says=["the rows stay in the spool: run `python entrypoint.py replay`"],
           lost=len(expected - keys), handled=True)
+
+
+# The Supabase API misbehaving (a double of PostgREST over real HTTP, in front of the platform's
+# table as it is: no added column, no unique key): every row stored once, or refused clearly.
+class Misbehaving:
+    """Wraps the PostgREST double: the first `times` inserts of prediction rows answer 503 (`fail`)
+    or are held `hang_s` seconds before going through (`hang`); `refuse` answers every request 401."""
+
+    def __init__(self, table, mode: str, times: int = 2, hang_s: float = 4.0):
+        self.table, self.mode, self.left, self.hang_s = table, mode, times, hang_s
+
+    def __call__(self, request):
+        import httpx
+
+        if self.mode == "refuse":
+            return httpx.Response(401, json={"code": "PGRST301", "message": "JWSError JWSInvalidSignature"})
+        is_rows = request.method == "POST" and request.url.path.endswith("/training_predictions")
+        if is_rows and self.left > 0 and JOB.encode() in request.content:  # not the preflight's probe
+            self.left -= 1
+            if self.mode == "fail":
+                return httpx.Response(503, json={"code": "PGRST001", "message": "could not connect to the database"})
+            time.sleep(self.hang_s)  # past the writer's timeout: the client gives up, the insert still lands
+        return self.table(request)
+
+
+def _supabase_case(tmp_path, mode: str) -> tuple[Ended, list]:
+    from tests.postgrest_double import PostgrestDouble
+    from tests.test_supabase_e2e import serve
+
+    table = PostgrestDouble()
+    server = serve(Misbehaving(table, mode))
+    predictions = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 2,
+                   "max_new_tokens": 4, "baseline": False, "write_timeout_s": 1}
+    env = env_for(tmp_path, SUPABASE_URL=f"http://127.0.0.1:{server.server_port}",
+                  SUPABASE_SERVICE_KEY=f"sb_secret_{CANARY}", PREDICTIONS_CONFIG=predictions)
+    try:
+        return run(env, timeout=400), [k for k in table.keys() if k[0] == JOB]
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fail", "hang"])
+def test_supabase_answers_503_or_hangs_then_recovers_every_row_once(mode, tmp_path):
+    ended, keys = _supabase_case(tmp_path, mode)
+    expected = {(JOB, step, i) for step in (2, 4) for i in range(4)}
+    judge(ended, code=0, says=["database: 8 rows written"], lost=len(expected - set(keys)), handled=True)
+    assert sorted(keys) == sorted(expected), "a row stored twice or never"
+
+
+def test_supabase_refusing_the_key_stops_the_pod_before_training(tmp_path):
+    ended, keys = _supabase_case(tmp_path, "refuse")
+    judge(ended, code=77, says=["preflight: FAILED", "SUPABASE_SERVICE_KEY"])
+    assert "launch:" not in ended.output and not keys
+    assert [a["type"] for a in platform().alerts if (a.get("error_message") or "").startswith("preflight")] == ["job_failed"]
