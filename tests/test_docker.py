@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 IMAGE = "finetune-predictions:test"
 LABEL = "finetune-predictions-test=1"  # on what the suite builds, so that only that is pruned
 
-PREDICTIONS = {"enabled": True, "sample_count": 5, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6}
+PREDICTIONS = {"enabled": True, "sample_count": 5, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6,
+               "baseline": False}  # the demo's baseline round stays unless named
 TRAINING = {**QUICK_TRAINING, "max_steps": 200, "save_steps": 50}
 EXPECTED = {(s, i) for s in range(10, 201, 10) for i in range(5)}
 
@@ -145,7 +146,7 @@ def test_the_image_keeps_the_base_torch_and_installs_the_pins(docker_env, image)
 def test_check_exits_0_and_a_bad_variable_78_with_its_message(docker_env, image, env_file):
     ok = docker_run(docker_env, "--env-file", str(env_file), image, "check", timeout=300)
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-3000:]
-    assert "check: configuration and database are ready; nothing was trained" in ok.stdout
+    assert "check: configuration, data and database are ready; nothing was trained" in ok.stdout
 
     bad = docker_run(docker_env, "--env-file", str(env_file), "-e", "NUM_PROCESSES=zero", image, timeout=300)
     assert bad.returncode == 78, (bad.stdout + bad.stderr)[-3000:]
