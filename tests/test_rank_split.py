@@ -70,7 +70,7 @@ def test_two_ranks_answer_as_one_and_a_failing_rank_fails_the_round_on_both(tmp_
     # The same answers as one process on the same weights (and they are answers, not one echo).
     assert [[r[k] for k in COMPARED] for r in baseline] == [[r[k] for k in COMPARED] for r in reference]
     assert len({r["prediction"] for r in baseline}) > 2
-    assert all(r["prompt"].strip() and r["sample_source"] == "samples" for r in rows)  # the empty ones were dropped
+    assert all(r["prompt"].strip() and r["sample_source"] == "prediction_set" for r in rows)  # the empty ones were dropped
 
     # Rank 1 raised in its share at step 5: the round failed on both ranks, nothing of it written,
     # the next round worked and training completed.

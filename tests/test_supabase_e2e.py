@@ -18,7 +18,8 @@ from tests.postgrest_double import PostgrestDouble
 pytestmark = pytest.mark.slow
 
 JOB, OWNER = "33333333-3333-4333-8333-333333333333", "11111111-1111-4111-8111-111111111111"
-PREDICTIONS = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6}
+PREDICTIONS = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6,
+               "baseline": False}  # the demo's baseline round stays unless named
 
 
 class LostResponse(Exception):
