@@ -321,3 +321,45 @@ def test_supabase_refusing_the_key_stops_the_pod_before_training(tmp_path):
     judge(ended, code=77, says=["preflight: FAILED", "SUPABASE_SERVICE_KEY"])
     assert "launch:" not in ended.output and not keys
     assert [a["type"] for a in platform().alerts if (a.get("error_message") or "").startswith("preflight")] == ["job_failed"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_resumes_and_every_round_is_kept_once(tmp_path):
+    """The pod killed outright (SIGKILL: no handler runs), then started again on the same volume."""
+    out = tmp_path / "out"
+    training = {**QUICK_TRAINING, "max_steps": 30, "save_strategy": "steps", "save_steps": 10}
+    env = env_for(tmp_path, TRAINING_CONFIG=training)
+    proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: (out / "checkpoint-10").exists() and len(spool_rows(out)) >= 8, timeout=300,
+                        interval=0.2), "no checkpoint and two rounds within 300s"
+    finally:
+        kill_tree_hard(proc)
+        proc.communicate()
+    ended = run(env, timeout=400)
+    rows = spool_rows(out)
+    keys = {(r["step"], r["sample_index"]) for r in rows}
+    expected = {(step, i) for step in range(2, 31, 2) for i in range(4)}
+    judge(ended, code=0, says=["resume: from checkpoint-"], lost=len(expected - keys), handled=True)
+    assert len(rows) - len(keys) <= 4, "more than the killed round's rows written twice"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_check_constraint_rejecting_rows_keeps_them_in_the_spool_and_says_so(pg_db, tmp_path):
+    """The database refuses one round (a constraint the image does not know): training goes on,
+    the other rounds are stored once, the refused rows stay in the spool, counted, with the fix."""
+    import psycopg
+
+    env = _postgres_env(tmp_path, pg_db)
+    assert run(env, "migrate").code == 0
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        conn.execute("alter table training_predictions add constraint no_step_four check (step <> 4)")
+    ended = run(env, timeout=400)
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        stored = {(s, i) for s, i in conn.execute("select step, sample_index from training_predictions")}
+    spooled = {(r["step"], r["sample_index"]) for r in spool_rows(tmp_path / "out")}
+    expected = {(step, i) for step in (2, 4) for i in range(4)}
+    judge(ended, code=0, says=["4 failed", "python entrypoint.py replay"], lost=len(expected - spooled), handled=True)
+    assert stored == {(2, i) for i in range(4)}
