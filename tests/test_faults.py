@@ -363,3 +363,20 @@ def test_a_check_constraint_rejecting_rows_keeps_them_in_the_spool_and_says_so(p
     expected = {(step, i) for step in (2, 4) for i in range(4)}
     judge(ended, code=0, says=["4 failed", "python entrypoint.py replay"], lost=len(expected - spooled), handled=True)
     assert stored == {(2, i) for i in range(4)}
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_said_plainly_and_the_predictions_are_kept(tmp_path):
+    """OUTPUT_DIR on a 1 MB tmpfs: the spool fits, the final model does not."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        ended = run(env_for(tmp_path), timeout=300)
+        keys = {(r["step"], r["sample_index"]) for r in spool_rows(out)}
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+    expected = {(step, i) for step in (2, 4) for i in range(4)}
+    judge(ended, code=74, says=["disk full: no space left", "job failed (exit 74)"], lost=len(expected - keys))
+    assert [a["type"] for a in platform().alerts if "disk full" in (a.get("error_message") or "")] == ["job_failed"]

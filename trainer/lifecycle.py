@@ -22,6 +22,7 @@ training it again (on RunPod a container that exits is started again: a restart 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -45,6 +46,7 @@ from trainer.config import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, VARIABLE
 from trainer.fetch import is_url, public_name
 
 STATE_FILE = "job_state.json"
+EXIT_DISK_FULL = 74  # EX_IOERR: OUTPUT_DIR's device is full (a training process says so, without a traceback)
 #: Failures found before training starts, checked again on every start in seconds: a rerun after
 #: the fix just runs; unfixed, it fails again (and says so to the platform) without training.
 RECHECKED_ON_START = (EXIT_CONFIG, EXIT_PREFLIGHT, EXIT_MIGRATION)
@@ -356,12 +358,28 @@ def describe_exception(e: BaseException) -> str:
 
 def child_main(main: Callable[[], int]) -> int:
     """Run a training process's main; an exception is recorded for the parent, then raised (the
-    traceback stays in the log)."""
+    traceback stays in the log). A full disk is not a bug to debug: it is said plainly, without a
+    traceback, and the process exits with EX_IOERR (74)."""
+    output_dir = Path(os.environ.get("OUTPUT_DIR", "").strip() or os.environ.get("IMAGE_OUTPUT_DIR", "").strip()
+                      or "outputs")  # as trainer/config.py resolves it
     try:
         return main()
     except Exception as e:
-        record_failure(Path(os.environ.get("OUTPUT_DIR") or "outputs"), describe_exception(e))
-        raise
+        if not _disk_full(e):
+            record_failure(output_dir, describe_exception(e))
+            raise
+        message = (f"disk full: no space left on the device of {output_dir}; free "
+                   f"space or mount a larger volume at OUTPUT_DIR. The predictions written so far are in "
+                   f"{output_dir / 'predictions.jsonl'}; a restart resumes from the last complete checkpoint")
+        log_line(message)
+        record_failure(output_dir, message)
+        return EXIT_DISK_FULL
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC, as an OSError or as a library's own error around it (safetensors raises a
+    SafetensorError that says "No space left on device (os error 28)")."""
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
 
 
 def describe_exit(code: int) -> str:
@@ -452,6 +470,8 @@ def finish(cfg: JobConfig, code: int, *, error: str | None = None, log: Callable
         send_alert(calls, "job_completed", log=log, **progress)
         return 0
     error = scrub(error or state.get("error") or describe_exit(code))
+    if error.startswith("disk full:"):
+        code = EXIT_DISK_FULL  # the launcher turns a training process's own code into 1
     write_state(cfg.output_dir, job_id=cfg.job_id, status="failed", exit_code=code, error=error)
     log(f"job failed (exit {code}): {error}")
     send_alert(calls, "job_failed", error=error, log=log, **progress)
