@@ -11,8 +11,8 @@
     python entrypoint.py diagnose   why predictions do (not) arrive: each check with its fix
                                     [--job ID]; exit 0 only when every check passes
 
-Exit codes: 0 done; 78 bad configuration; 77 the database refused (preflight); 76 a migration
-failed; otherwise the training processes' own code. `report`: 66 no predictions for the job, 69
+Exit codes: 0 done; 78 bad configuration or data; 77 the database refused (preflight); 76 a migration
+failed; 74 OUTPUT_DIR's disk is full; otherwise the training processes' own code. `report`: 66 no predictions for the job, 69
 the database could not be read; `diagnose`: 1 when a check did not pass. Everything here runs
 once, in the parent, before any model is loaded. A job that OUTPUT_DIR/job_state.json says ended
 is not trained again: it exits 0 when it completed, with its code when it failed (FRESH_RUN=1 or
