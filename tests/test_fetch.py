@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from trainer.demo import TRAIN_FILE
-from trainer.fetch import DownloadError, local_path, public_name
+from trainer.fetch import DownloadError, local_path
+from trainer.redact import redact_url
 
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint, spool_rows
 
@@ -65,7 +66,7 @@ def test_downloaded_once_and_reused(server, tmp_path):
     assert first.read_bytes() == server.files["/data/train.jsonl"]
     assert local_path(url.replace("SECRET", "RESIGNED"), tmp_path) == first  # a re-signed URL: same file
     assert len(server.hits) == 1
-    assert "SECRET" not in str(first) and public_name(url) == f"{server.url}/data/train.jsonl"
+    assert "SECRET" not in str(first) and redact_url(url) == f"{server.url}/data/train.jsonl"
 
 
 def test_transient_failures_are_retried(server, tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ from typing import Callable
 from trainer.config import JobConfig
 from trainer.data import FORMATS_HELP, DataError, FileRows, read_rows, row_format, row_texts, usable_examples
 from trainer.demo import DEMO_CONTEXT, DEMO_MAX_ROWS, DEMO_MAX_WORDS, TRAIN_FILE, demo_tokenizer
-from trainer.fetch import DownloadError, is_url, local_path
+from trainer.fetch import DownloadError, local_path
 from trainer.redact import redact_url
 
 UNKNOWN_CONTEXT = 1_000_000  # transformers' stand-in for "no limit" is 1e30: treat as unknown
@@ -44,7 +44,7 @@ class Source:
     @property
     def label(self) -> str:
         """How messages name it: the variable and the file, a URL without its query."""
-        return f"{self.variable} {redact_url(self.location) if is_url(self.location) else self.location}"
+        return f"{self.variable} {redact_url(self.location)}"  # a local path comes back as it is
 
 
 def sources(cfg: JobConfig) -> list[Source]:

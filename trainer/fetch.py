@@ -37,11 +37,6 @@ def is_url(path: str) -> bool:
     return path.startswith(("https://", "http://"))
 
 
-def public_name(url: str) -> str:
-    """What may be logged of a URL: scheme, host and path; never the query string or userinfo."""
-    return redact_url(url)
-
-
 class _Transient(Exception):
     pass
 

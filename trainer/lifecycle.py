@@ -43,7 +43,8 @@ from tenacity import (
 )
 
 from trainer.config import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, VARIABLES, ConfigError, JobConfig
-from trainer.fetch import is_url, public_name
+from trainer.fetch import is_url
+from trainer.redact import redact_url
 
 STATE_FILE = "job_state.json"
 EXIT_DISK_FULL = 74  # EX_IOERR: OUTPUT_DIR's device is full (a training process says so, without a traceback)
@@ -134,14 +135,14 @@ def describe(calls: PlatformCalls) -> list[str]:
     """The startup report's lines: which calls to the platform are on or off, and why."""
     lines = []
     if calls.metrics_on:
-        lines.append(f"platform metrics: on: POST {public_name(calls.metrics_url)} as the Trainer logs "
+        lines.append(f"platform metrics: on: POST {redact_url(calls.metrics_url)} as the Trainer logs "
                      "(Authorization: Bearer JOB_TOKEN), off the training thread")
     else:
         lines.append("platform metrics: off: METRICS_API_URL and JOB_TOKEN are not set")
     if calls.alerts_on:
         auth = "X-API-Key: INTERNAL_API_KEY" if calls.alert_key else (
             "without X-API-Key: INTERNAL_API_KEY is empty; the platform's route accepts that only when it has no key itself")
-        lines.append(f"platform alerts: on: job_started / job_completed / job_failed to {public_name(calls.alert_url)} ({auth})")
+        lines.append(f"platform alerts: on: job_started / job_completed / job_failed to {redact_url(calls.alert_url)} ({auth})")
     else:
         lines.append("platform alerts: off: ALERT_API_URL is not set (nothing tells the platform that the job ended)")
     if calls.hf_repo:
