@@ -24,6 +24,7 @@ import pytest
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, wait_for
 from tests.faults import CANARY, Ended, FileServer, judge, processes_with, run
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
+from trainer.checkpoints import MARKER
 
 pytestmark = pytest.mark.faults
 
@@ -332,7 +333,8 @@ def test_sigkill_then_restart_resumes_and_every_round_is_kept_once(tmp_path):
     proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        assert wait_for(lambda: (out / "checkpoint-10").exists() and len(spool_rows(out)) >= 8, timeout=300,
+        # The checkpoint's marker, not its folder: a folder still being written is not resumed from.
+        assert wait_for(lambda: (out / "checkpoint-10" / MARKER).exists() and len(spool_rows(out)) >= 8, timeout=300,
                         interval=0.2), "no checkpoint and two rounds within 300s"
     finally:
         kill_tree_hard(proc)
