@@ -18,7 +18,7 @@ from transformers.utils import logging as hf_logging
 from trainer import checkpoints, lifecycle, progress
 from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
 from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
-from trainer.datacheck import Source, fetch, model_context, record_failure, sources
+from trainer.datacheck import fetch, model_context, record_failure, sources
 from trainer.launch import fsdp_enabled
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
 
@@ -79,21 +79,18 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
     )
 
 
-def load_data(cfg: JobConfig, tokenizer, log=log) -> tuple[list[Example], list[Example] | None]:
-    """Training and evaluation examples, read and checked as the parent's data check reads them."""
+def load_data(cfg: JobConfig, tokenizer, log=log):
+    """Training, evaluation and predictions-samples examples (None where there is no such file),
+    read and checked as the parent's data check reads them."""
     context = model_context(cfg, tokenizer)
-    train_source, *others = sources(cfg)
-    train = load_examples(fetch(train_source, cfg.output_dir), tokenizer, label=train_source.label,
-                          context=context, log=log)
-    evaluation = None
-    eval_source = next((s for s in others if s.variable == "EVAL_DATASET_PATH"), None)
-    if eval_source:
-        evaluation = load_examples(fetch(eval_source, cfg.output_dir), tokenizer, label=eval_source.label,
-                                   context=context, log=log)
-    elif cfg.training.eval_split > 0:
+    read = {s.variable: load_examples(fetch(s, cfg.output_dir), tokenizer, label=s.label, context=context, log=log)
+            for s in sources(cfg)}
+    train = read.pop("DATASET_PATH", None) or read.pop("DATASET_URL")
+    evaluation = read.get("EVAL_DATASET_PATH")
+    if evaluation is None and cfg.training.eval_split > 0:
         train, evaluation = split_holdout(train, cfg.training.eval_split, cfg.training.seed)
         log(f"data: held out {len(evaluation)} of {len(train) + len(evaluation)} rows for evaluation")
-    return train, evaluation
+    return train, evaluation, read.get("PREDICTIONS_CONFIG.samples_path")
 
 
 def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None,
@@ -101,8 +98,8 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
     """The fixed sample: from samples_path (its rows, read with the data), else the evaluation
     data, else the training data."""
     p = cfg.predictions
-    by_variable = {s.variable: s for s in sources(cfg)}
-    train_source = sources(cfg)[0]
+    train_source, *others = sources(cfg)
+    by_variable = {s.variable: s for s in others}
     if p.samples_path:
         source, file, examples = "samples", by_variable["PREDICTIONS_CONFIG.samples_path"], samples_rows
     elif evaluation:
@@ -164,12 +161,7 @@ def main() -> int:
     quiet = log if is_main else (lambda _m: None)  # one copy of each line, not one per rank
     try:
         with args.main_process_first(local=True, desc="data"):  # one rank downloads, the others reuse
-            train, evaluation = load_data(cfg, tokenizer, quiet)
-            samples_rows = None
-            if cfg.predictions.enabled and cfg.predictions.samples_path:
-                samples_source = Source("PREDICTIONS_CONFIG.samples_path", cfg.predictions.samples_path)
-                samples_rows = load_examples(fetch(samples_source, cfg.output_dir), tokenizer, label=samples_source.label,
-                                             context=model_context(cfg, tokenizer), log=quiet)
+            train, evaluation, samples_rows = load_data(cfg, tokenizer, quiet)
     except DataError as e:  # the parent checked already; a hub tokenizer can still find prompts too long
         log(f"data error: {e}")
         if is_main:
