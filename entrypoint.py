@@ -139,11 +139,10 @@ def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> tuple
     """The data, OUTPUT_DIR and the process count, before anything expensive; (78, why) when one
     is unusable."""
     from trainer.data import DataError
-    from trainer.datacheck import RunRefused, check_data, check_machine, recorded_failure
+    from trainer.datacheck import RunRefused, check_data, check_machine
 
     try:
         check_machine(cfg, processes, device)
-        recorded_failure(cfg.output_dir, clear=True)  # a previous attempt's
         check_data(cfg, log=log)
     except RunRefused as e:
         log(f"configuration error: {e}")
