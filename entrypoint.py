@@ -16,7 +16,7 @@ failed; 74 OUTPUT_DIR's disk is full; otherwise the training processes' own code
 the database could not be read; `diagnose`: 1 when a check did not pass. Everything here runs
 once, in the parent, before any model is loaded. A job that OUTPUT_DIR/job_state.json says ended
 is not trained again: it exits 0 when it completed, with its code when it failed (FRESH_RUN=1 or
-`run --fresh` starts over; trainer/lifecycle.py).
+`run --fresh` starts over; trainer/pod/platform.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainer.config import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, ConfigError, JobConfig, load_config
+from trainer.config.load import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, ConfigError, JobConfig, load_config
 
 
 def log(msg: str) -> None:
@@ -34,7 +34,7 @@ def log(msg: str) -> None:
 
 def prepare(cfg: JobConfig, *, replay_previous: bool) -> tuple[int, str] | None:
     """Migrations, preflight and the previous attempt's spool; (exit code, why) when it must stop."""
-    from predictions.storage import DatabaseRefused, MigrationFailed, prepare_database
+    from predictions.store.delivery import DatabaseRefused, MigrationFailed, prepare_database
 
     try:
         prepare_database(cfg, replay_previous=replay_previous, log=log)
@@ -60,16 +60,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="report: a char error rate worse than the sample's best by more than this is a regression")
     parser.add_argument("--fresh", action="store_true", help="run: start over although the job ended (FRESH_RUN=1)")
     opts = parser.parse_args(argv)
-    from trainer import lifecycle
+    from trainer.pod import platform as lifecycle
 
     if opts.command == "diagnose":  # before load_config: a configuration that fails is its first finding
-        from predictions.diagnose import diagnose_command
+        from predictions.report.diagnose import diagnose_command
 
         return diagnose_command(job_id=opts.job, log=log)
     if opts.command == "migrate":  # needs the database URL only, not a job's configuration
         import os
 
-        from predictions.storage import migrate_command
+        from predictions.store.delivery import migrate_command
 
         return migrate_command(os.environ.get("SUPABASE_DB_URL", "").strip() or None, log=log)
 
@@ -83,17 +83,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if opts.command == "report":
-        from predictions.report import report_command
+        from predictions.report.summary import report_command
 
         return report_command(cfg, job_id=opts.job, html=opts.html, source=opts.source, threshold=opts.threshold, log=log)
 
     from trainer.datacheck import recorded_failure
-    from trainer.launch import device_kind, launch_command, process_count, run_children, strategy_refusal
+    from trainer.pod.launch import device_kind, launch_command, process_count, run_children, strategy_refusal
     from trainer.model import resolve_precision
-    from trainer.report import print_report
+    from trainer.pod.report import print_report
 
     if opts.command == "replay":
-        from predictions.storage import replay_command
+        from predictions.store.delivery import replay_command
 
         return replay_command(cfg, opts.spool or cfg.predictions_path, log=log)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from predictions.writers.background import BackgroundWriter  # noqa: E402
+from predictions.store.writers.background import BackgroundWriter  # noqa: E402
 
 
 class SlowWriter:

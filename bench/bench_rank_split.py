@@ -45,7 +45,7 @@ def measure(opts) -> None:
 
     from predictions.rounds import PredictionRounds, RankGroup
     from predictions.sampler import draw_samples
-    from trainer.config import PredictionsConfig
+    from trainer.config.load import PredictionsConfig
     from trainer.demo import build_model, demo_tokenizer, make_task_rows
     from trainer.model import DEMO_MODEL_SIZE
 
@@ -90,7 +90,7 @@ def measure(opts) -> None:
 
 def run(opts, processes: int, threads: int) -> dict:
     """One measuring job: `processes` processes of `threads` threads each."""
-    from trainer.launch import _free_port
+    from trainer.pod.launch import _free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console  # noqa: E402
 
-from predictions.history import build_history, spool_rows  # noqa: E402
-from predictions.history_view import print_history, render_html  # noqa: E402
+from predictions.report.history import build_history, spool_rows  # noqa: E402
+from predictions.report.view import print_history, render_html  # noqa: E402
 
 WORDS = "red blue green black white gold pink gray cat dog fox owl bee ant cow elk yak emu".split()
 

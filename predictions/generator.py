@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 import torch
 from transformers import GenerationConfig
 
-from predictions.rows import Generation
+from predictions.store.rows import Generation
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A metric takes the prediction and the ground truth, both already cleaned the platform's way
 (stripped, lower-cased), and returns a finite float. Registering it is all a new metric needs:
-the row (predictions/rows.py) stores the platform's four metrics in their own columns and every
+the row (predictions/store/rows.py) stores the platform's four metrics in their own columns and every
 other one in the `metrics` jsonb column (so a new metric needs no migration), and the round's
 means and the closing summary iterate over REGISTRY.
 

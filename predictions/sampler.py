@@ -11,7 +11,7 @@ import json
 import random
 from typing import Any, Sequence
 
-from predictions.rows import Sample
+from predictions.store.rows import Sample
 
 #: Where a sample comes from (this image's names), and the platform's `sample_source` for each:
 #: the job's data (evaluation or training rows) is "dataset", a samples file is "prediction_set".

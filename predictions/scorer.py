@@ -2,7 +2,7 @@
 
 Scoring is the platform's (PLATFORM.md §5): both texts stripped of surrounding whitespace and
 lower-cased, then every metric of predictions/metrics.py's REGISTRY applied. No ground truth (or
-a sample that failed to generate, predictions/rows.py): no scores, and the columns stay NULL, as on the platform.
+a sample that failed to generate, predictions/store/rows.py): no scores, and the columns stay NULL, as on the platform.
 Every score is a finite float, so a row is always valid JSON.
 """
 
@@ -13,7 +13,7 @@ import math
 from typing import Any, Sequence
 
 from predictions.metrics import REGISTRY, levenshtein  # noqa: F401 — levenshtein re-exported for callers
-from predictions.rows import Scores
+from predictions.store.rows import Scores
 
 MAX_ERRORS = 5  # validation errors kept per row
 MAX_ERROR_CHARS = 300

@@ -212,7 +212,7 @@ def pg_db(postgres_server: _Server) -> Iterator[str]:
 @pytest.fixture
 def migrated_db(pg_db: str) -> str:
     """A fresh database with every migration of sql/ applied; its URL."""
-    from predictions.migrations import apply_migrations
+    from predictions.store.migrations import apply_migrations
 
     apply_migrations(pg_db, log=lambda _m: None)
     return pg_db

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 
 import httpx
 
-from predictions.rows import PLATFORM_COLUMNS
+from predictions.store.rows import PLATFORM_COLUMNS
 
 NOT_NULL = {"job_id", "user_id", "epoch", "step", "sample_index", "prompt", "prediction"}
 KEY = ("job_id", "step", "sample_index")

@@ -1,11 +1,11 @@
-"""predictions/writers/background.py: the database never blocks or breaks training."""
+"""predictions/store/writers/background.py: the database never blocks or breaks training."""
 
 from __future__ import annotations
 
 import threading
 
-from predictions.writers.background import BackgroundWriter
-from predictions.writers.base import PermanentWriteError, TransientWriteError
+from predictions.store.writers.background import BackgroundWriter
+from predictions.store.writers.base import PermanentWriteError, TransientWriteError
 
 WAIT = 5  # seconds: an upper bound for a thread handoff, never an assertion about timing
 

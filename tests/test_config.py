@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import (
+from trainer.config.load import (
     EXIT_CONFIG,
     MAX_SAMPLE_COUNT,
     VARIABLES,
@@ -269,7 +269,7 @@ def test_scheduler_and_optimizer_lists_are_transformers_own():
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
-    from trainer.config import OPTIMIZERS, SCHEDULER_TYPES
+    from trainer.config.load import OPTIMIZERS, SCHEDULER_TYPES
 
     assert set(SCHEDULER_TYPES) == {s.value for s in SchedulerType}
     assert set(OPTIMIZERS) == {o.value for o in OptimizerNames}
@@ -279,7 +279,7 @@ def test_keys_left_unset_are_transformers_own_defaults(env):
     """Not naming a key changes nothing: what the image passes by default is what transformers uses."""
     from transformers import TrainingArguments
 
-    from trainer.config import TrainingConfig
+    from trainer.config.load import TrainingConfig
     from trainer.train import training_arguments
 
     defaults = TrainingArguments(output_dir="x")
@@ -299,10 +299,10 @@ def test_an_optimizer_whose_package_is_missing_is_refused_up_front(env):
 def test_the_report_shows_json_variables_by_keys_and_urls_without_their_query(env, monkeypatch, tmp_path):
     from rich.console import Console
 
-    from trainer.report import print_report
+    from trainer.pod.report import print_report
 
     signed = "https://abc.supabase.co/storage/v1/object/sign/sets/p.jsonl.gz?token=SIGNEDSECRET"
-    monkeypatch.setattr("trainer.config._check_path", lambda *a, **k: None)  # no download here
+    monkeypatch.setattr("trainer.config.load._check_path", lambda *a, **k: None)  # no download here
     cfg = env(MODEL_NAME="m", DATASET_URL="https://user:pw@data.example/d.jsonl.gz?token=SIGNEDSECRET",
               PREDICTIONS_CONFIG={"enabled": True, "samples_path": signed})()
     console = Console(width=400, record=True, file=open(os.devnull, "w"))
@@ -317,7 +317,7 @@ def test_the_report_shows_json_variables_by_keys_and_urls_without_their_query(en
 def test_the_report_prints_the_effective_settings_and_their_sources(env):
     from rich.console import Console
 
-    from trainer.report import print_report
+    from trainer.pod.report import print_report
 
     cfg = env(TRAINING_CONFIG={"max_steps": 5, "gradient_accumulation_steps": 2})()
     console = Console(width=400, record=True, file=open(os.devnull, "w"))

@@ -11,7 +11,7 @@ import pytest
 
 import trainer.datacheck as datacheck
 from tests.e2e import ROOT, job_env
-from trainer.config import VARIABLES, load_config
+from trainer.config.load import VARIABLES, load_config
 from trainer.data import DataError
 from trainer.datacheck import RunRefused, check_data, check_machine, recorded_failure
 
@@ -92,14 +92,14 @@ def test_the_parent_reports_a_training_process_data_error_with_78(job, tmp_path,
     """accelerate's launcher exits 1 whatever its child's code: the message left on the volume
     is what tells the parent it was the data."""
     import entrypoint
-    import trainer.launch
+    import trainer.pod.launch
 
     def failing_children(cmd, extra_env, *, log):
         datacheck.record_failure(tmp_path / "out", "DATASET_PATH x.jsonl: no usable row")
         return 1
 
     job(DATASET_PATH=write(tmp_path / "t.jsonl", ROWS), TRAINING_CONFIG={"eval_strategy": "no"})
-    monkeypatch.setattr(trainer.launch, "run_children", failing_children)
+    monkeypatch.setattr(trainer.pod.launch, "run_children", failing_children)
     assert entrypoint.main([]) == 78
     assert "data error: DATASET_PATH x.jsonl: no usable row" in capsys.readouterr().out
     assert recorded_failure(tmp_path / "out") is None  # consumed

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import VARIABLES
+from trainer.config.load import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 

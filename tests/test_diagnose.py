@@ -10,12 +10,12 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from predictions import sources
-from predictions.diagnose import run_checks
-from predictions.rows import ROW_COLUMNS
+from predictions.report import sources
+from predictions.report.diagnose import run_checks
+from predictions.store.rows import ROW_COLUMNS
 from tests.test_history import new_row
 from tests.test_supabase_writer import jwt
-from trainer.config import VARIABLES
+from trainer.config.load import VARIABLES
 
 URL = "https://project.supabase.co"
 SECRET = "sb_secret_canary-0123456789"

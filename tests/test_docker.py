@@ -23,7 +23,7 @@ import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, spool_rows, wait_for
 from trainer.checkpoints import MARKER
-from trainer.config import DEMO_TRAINING
+from trainer.config.load import DEMO_TRAINING
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -155,7 +155,7 @@ def test_check_exits_0_and_a_bad_variable_78_with_its_message(docker_env, image,
 
 
 # Issue 10 item 2: `OUTPUT_DIR=` (empty) in .env.example must not move the outputs off the volume:
-# trainer/config.py falls back to the image's IMAGE_OUTPUT_DIR.
+# trainer/config/load.py falls back to the image's IMAGE_OUTPUT_DIR.
 
 
 def test_the_demo_with_the_example_env_file_writes_everything_to_the_volume(docker_env, image, env_file, tmp_path):

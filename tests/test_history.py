@@ -1,4 +1,4 @@
-"""predictions/history.py and history_view.py on spools built by hand: the row shape of this
+"""predictions/report/history.py and history_view.py on spools built by hand: the row shape of this
 version (integer epoch + epoch_progress, exact_match 1.0/0.0, integer latency) and the old one
 (float epoch, boolean exact_match), a failed round in the rounds log, a torn last line."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from predictions.history import build_history, normalise, spool_rows
-from predictions.history_view import print_history, render_html
+from predictions.report.history import build_history, normalise, spool_rows
+from predictions.report.view import print_history, render_html
 
 JOB = "job-1"
 
@@ -173,7 +173,7 @@ def test_the_report_command_on_a_spool_with_a_failed_round_and_a_torn_line(tmp_p
 
 
 def test_a_long_history_keeps_its_regression_in_the_html():
-    from predictions.history_view import MAX_CHANGES, _changes
+    from predictions.report.view import MAX_CHANGES, _changes
 
     rows = [new_row(step, 0, "a b" if step == 500 else f"guess {step}", "a b") for step in range(0, 800, 10)]
     h = build_history(rows, job_id=JOB)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, _children, job_env, wait_for
-from trainer.launch import launch_command, strategy_refusal
+from trainer.pod.launch import launch_command, strategy_refusal
 
 
 def test_launch_command_cpu_and_multi_process():

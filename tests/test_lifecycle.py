@@ -9,8 +9,8 @@ import pytest
 
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble, refused_url
-from trainer import lifecycle
-from trainer.config import ConfigError, load_config
+from trainer.pod import platform as lifecycle
+from trainer.config.load import ConfigError, load_config
 from trainer.progress import duration, next_round_step, progress_line
 
 CANARY = "CANARY5e1b"

@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from predictions.migrations import LOCK_KEY, SQL_DIR, MigrationError, apply_migrations, pending_migrations
-from predictions.rows import ADDED_COLUMNS, PLATFORM_COLUMNS, ROW_COLUMNS
+from predictions.store.migrations import LOCK_KEY, SQL_DIR, MigrationError, apply_migrations, pending_migrations
+from predictions.store.rows import ADDED_COLUMNS, PLATFORM_COLUMNS, ROW_COLUMNS
 
 pytestmark = pytest.mark.postgres
 

@@ -8,9 +8,9 @@ import uuid
 import psycopg
 import pytest
 
-from predictions.rows import Generation, Sample, Scores, make_row
-from predictions.writers.base import PermanentWriteError, TransientWriteError
-from predictions.writers.postgres import PostgresWriter
+from predictions.store.rows import Generation, Sample, Scores, make_row
+from predictions.store.writers.base import PermanentWriteError, TransientWriteError
+from predictions.store.writers.postgres import PostgresWriter
 
 pytestmark = pytest.mark.postgres
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, run_entrypoint, spool_rows
-from trainer.config import EXIT_CONFIG
+from trainer.config.load import EXIT_CONFIG
 from trainer.demo import EVAL_FILE, TRAIN_FILE
 
 SAMPLES = 6
@@ -103,7 +103,7 @@ def test_fsdp2_lockstep_rounds_on_two_gloo_processes_answer_as_one_process(tmp_p
     """torch shards on CPUs even where accelerate does not: a real FSDP2 model, rounds in
     lockstep with uneven shares (one rank has an extra batch), a rank failing before the
     lockstep, and the rows compared with an unsharded round of the same weights."""
-    from trainer.launch import _free_port
+    from trainer.pod.launch import _free_port
 
     result = tmp_path / "result.json"
     proc = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""predictions/replay.py: a spool replayed (even twice) puts every row in exactly once."""
+"""predictions/store/replay.py: a spool replayed (even twice) puts every row in exactly once."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from predictions.replay import replay_spool
-from predictions.rows import CONFLICT_KEY, Generation, Sample, Scores, make_row
-from predictions.writers.base import TransientWriteError
-from predictions.writers.local import LocalJsonlWriter
+from predictions.store.replay import replay_spool
+from predictions.store.rows import CONFLICT_KEY, Generation, Sample, Scores, make_row
+from predictions.store.writers.base import TransientWriteError
+from predictions.store.writers.local import LocalJsonlWriter
 
 
 class TableDouble:
@@ -99,7 +99,7 @@ def test_replay_through_the_supabase_writer_sends_valid_bodies(spool: Path):
     import httpx
     from tenacity import wait_none
 
-    from predictions.writers.supabase import SupabaseWriter
+    from predictions.store.writers.supabase import SupabaseWriter
 
     bodies: list[list[dict]] = []
 
@@ -118,7 +118,7 @@ def test_replay_through_the_supabase_writer_sends_valid_bodies(spool: Path):
 
 
 def test_a_spool_of_an_earlier_version_is_replayed_in_todays_types(tmp_path: Path):
-    from predictions.replay import read_spool
+    from predictions.store.replay import read_spool
 
     old = {"job_id": "j", "user_id": None, "epoch": 1.5, "step": 30, "sample_index": 0, "prompt": "q",
            "ground_truth": "a", "prediction": "a", "exact_match": True, "latency_ms": 41.7, "sample_source": "eval",

@@ -15,8 +15,8 @@ import time
 import httpx
 import pytest
 
-from predictions.history import build_history
-from predictions.history_view import write_html
+from predictions.report.history import build_history
+from predictions.report.view import write_html
 from tests.test_history import JOB, scenario
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,10 +11,10 @@ from statistics import mean
 import psycopg
 import pytest
 
-from predictions.diagnose import FIX_MIGRATE, FIX_POLICY, run_checks
-from predictions.history import spool_rows
+from predictions.report.diagnose import FIX_MIGRATE, FIX_POLICY, run_checks
+from predictions.report.history import spool_rows
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
-from trainer.config import VARIABLES
+from trainer.config.load import VARIABLES
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

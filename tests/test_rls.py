@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from predictions.migrations import apply_migrations
+from predictions.store.migrations import apply_migrations
 
 pytestmark = pytest.mark.postgres
 

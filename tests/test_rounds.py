@@ -16,10 +16,10 @@ from predictions.rounds import (
     fault_hook_from_env,
     with_prompts,
 )
-from predictions.rows import ROW_COLUMNS
+from predictions.store.rows import ROW_COLUMNS
 from predictions.sampler import draw_samples
-from predictions.writers.local import LocalJsonlWriter
-from trainer.config import PredictionsConfig
+from predictions.store.writers.local import LocalJsonlWriter
+from trainer.config.load import PredictionsConfig
 from trainer.demo import build_model, build_tokenizer, make_task_rows
 
 ROWS = make_task_rows(40, seed=3)

@@ -1,12 +1,12 @@
-"""predictions/sanitize.py: every row becomes storable in Postgres text and a UTF-8 JSON body."""
+"""predictions/store/sanitize.py: every row becomes storable in Postgres text and a UTF-8 JSON body."""
 
 from __future__ import annotations
 
 import json
 import math
 
-from predictions.rows import Generation, Sample, Scores, make_row
-from predictions.sanitize import sanitize_row, split_by_bytes
+from predictions.store.rows import Generation, Sample, Scores, make_row
+from predictions.store.sanitize import sanitize_row, split_by_bytes
 
 
 def row(prediction: str = "answer", **overrides) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from predictions import metrics
 from predictions.metrics import REGISTRY, levenshtein, word_f1
-from predictions.rows import Generation, Sample, make_row
+from predictions.store.rows import Generation, Sample, make_row
 from predictions.scorer import MAX_ERROR_CHARS, MAX_ERRORS, mean_scores, score, score_many
 
 

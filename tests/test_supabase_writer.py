@@ -1,4 +1,4 @@
-"""predictions/writers/supabase.py against a double at the HTTP transport (no PostgREST here)."""
+"""predictions/store/writers/supabase.py against a double at the HTTP transport (no PostgREST here)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import httpx
 import pytest
 from tenacity import wait_none
 
-from predictions.rows import COLUMN_TYPES, PLATFORM_COLUMNS, Generation, Sample, Scores, make_row
-from predictions.sanitize import sanitize_row
-from predictions.writers.base import PermanentWriteError, TransientWriteError
-from predictions.writers.supabase import FIX_KEY, FIX_RLS, FIX_TABLE, SupabaseWriter
+from predictions.store.rows import COLUMN_TYPES, PLATFORM_COLUMNS, Generation, Sample, Scores, make_row
+from predictions.store.sanitize import sanitize_row
+from predictions.store.writers.base import PermanentWriteError, TransientWriteError
+from predictions.store.writers.supabase import FIX_KEY, FIX_RLS, FIX_TABLE, SupabaseWriter
 from tests.postgrest_double import PostgrestDouble, openapi
 
 URL = "https://project.supabase.co"
@@ -278,7 +278,7 @@ def test_rows_are_stored_once_without_the_unique_key_also_when_a_lost_response_i
 
 
 def test_after_the_migration_the_same_writer_upserts():
-    from predictions.rows import COLUMN_TYPES
+    from predictions.store.rows import COLUMN_TYPES
 
     table = PostgrestDouble(COLUMN_TYPES, unique_key=True)
     w = platform_writer(table)

@@ -1,5 +1,5 @@
 """What a training run reports while it trains: one progress line per interval (how far, how
-fast, when it ends), and the platform's metrics and job_started (trainer/lifecycle.py sends them).
+fast, when it ends), and the platform's metrics and job_started (trainer/pod/platform.py sends them).
 
 Pod logs are read line by line (RunPod's log view, `docker logs`): no carriage-return bars. The
 callbacks decide when (main process only); `progress_line`, `next_round_step` and
@@ -15,7 +15,7 @@ from typing import Callable
 
 from transformers import TrainerCallback
 
-from trainer import lifecycle
+from trainer.pod import platform as lifecycle
 
 INTERVAL_S = 30.0
 

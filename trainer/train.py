@@ -1,4 +1,4 @@
-"""The per-rank training script, started by `accelerate launch` (see trainer/launch.py).
+"""The per-rank training script, started by `accelerate launch` (see trainer/pod/launch.py).
 
 Every rank reads the same configuration from the environment (secrets included: never argv),
 loads the data and the model, and trains with the HF Trainer. Every rank generates its share of
@@ -15,11 +15,12 @@ import torch.distributed as dist
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from trainer import checkpoints, lifecycle, progress
-from trainer.config import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
+from trainer import checkpoints, progress
+from trainer.pod import platform as lifecycle
+from trainer.config.load import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
 from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
 from trainer.datacheck import fetch, model_context, record_failure, sources
-from trainer.launch import fsdp_enabled
+from trainer.pod.launch import fsdp_enabled
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
 
 #: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
@@ -183,12 +184,12 @@ def main() -> int:
     if samples:
         from predictions.callback import PredictionsCallback
         from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env
-        from predictions.writers.local import LocalJsonlWriter
+        from predictions.store.writers.local import LocalJsonlWriter
 
         done_steps: set[int] = set()
         local = None
         if is_main:
-            from predictions.storage import open_remote_writer, previously_written_steps
+            from predictions.store.delivery import open_remote_writer, previously_written_steps
 
             remote = open_remote_writer(cfg, log=log)
             done_steps = previously_written_steps(cfg, len(samples), log=log)
@@ -243,14 +244,14 @@ def main() -> int:
         if not fsdp_enabled():
             save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training, log=log)
         if rounds is not None:
-            from predictions.report import print_summary
+            from predictions.report.summary import print_summary
 
             stats, caught_up = None, None
             if remote is not None:
-                from predictions.storage import finish_delivery
+                from predictions.store.delivery import finish_delivery
 
                 stats, caught_up = finish_delivery(cfg, remote, log=log)
-            from predictions.report import write_run_report
+            from predictions.report.summary import write_run_report
 
             print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up,
                           html=write_run_report(cfg, log=log), job_id=cfg.job_id)

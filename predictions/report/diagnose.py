@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from predictions.rows import ROW_COLUMNS
+from predictions.store.rows import ROW_COLUMNS
 
 TABLE = "training_predictions"
 UNIQUE_KEY = "training_predictions_job_step_sample_key"
@@ -108,7 +108,7 @@ def _storage(d: Diagnosis, cfg) -> None:
 def _key_role(d: Diagnosis, cfg, sql: SqlCatalog | None) -> bool:
     """The Supabase key's role (read from the key), or the Postgres login's; False when the key
     is one the API would show a different database to (anon), so checking on through it misleads."""
-    from predictions.keys import key_role
+    from predictions.store.keys import key_role
 
     if cfg.storage == "supabase":
         role = key_role(cfg.secrets.supabase_service_key.get_secret_value())
@@ -223,7 +223,7 @@ def _realtime(d: Diagnosis, sql: SqlCatalog | None) -> None:
 
 
 def _rows(d: Diagnosis, cfg, job_id: str, stored: list[dict[str, Any]], foreign: int) -> None:
-    from predictions.history import spool_rows
+    from predictions.report.history import spool_rows
 
     spooled = Counter(r["step"] for r in spool_rows(cfg.predictions_path, job_id, log=lambda _m: None))
     in_db = Counter(r["step"] for r in stored)
@@ -260,7 +260,7 @@ def _newest(d: Diagnosis, stored: list[dict[str, Any]]) -> None:
 
 def run_checks(job_id: str | None = None, *, log: Callable[[str], None] = print, http_client=None) -> Diagnosis:
     """Every check, in order; returns the findings. `http_client` replaces the HTTP client (tests)."""
-    from trainer.config import ConfigError, load_config
+    from trainer.config.load import ConfigError, load_config
 
     d = Diagnosis(log)
     try:
@@ -283,7 +283,7 @@ def run_checks(job_id: str | None = None, *, log: Callable[[str], None] = print,
 
 def _spool_only(d: Diagnosis, cfg, job: str) -> None:
     """Local mode: what the spool holds (the rows a database mode would have stored)."""
-    from predictions.history import spool_rows
+    from predictions.report.history import spool_rows
 
     steps = Counter(r["step"] for r in spool_rows(cfg.predictions_path, job, log=lambda _m: None))
     if steps:
@@ -305,7 +305,7 @@ AFTER_TABLE = ("row level security", "unique key", "realtime", "rows of the job"
 def _with_sql(d: Diagnosis, cfg, job: str) -> None:
     import psycopg
 
-    from predictions.migrations import redact
+    from predictions.store.migrations import redact
 
     url = cfg.secrets.supabase_db_url.get_secret_value()
     try:
@@ -328,7 +328,7 @@ def _with_sql(d: Diagnosis, cfg, job: str) -> None:
 def _with_rest(d: Diagnosis, cfg, job: str, http_client) -> None:
     import httpx
 
-    from predictions.sources import SourceError, supabase_rows
+    from predictions.report.sources import SourceError, supabase_rows
 
     key = cfg.secrets.supabase_service_key.get_secret_value()
     if not _key_role(d, cfg, None):

@@ -1,9 +1,9 @@
 """A job's predictions read back: per round figures, and each sample's history across rounds.
 
 The same rows come from the local spool (OUTPUT_DIR/predictions.jsonl) or from the database
-(predictions/sources.py); `build_history` turns them into what the report shows. Rows of older
+(predictions/report/sources.py); `build_history` turns them into what the report shows. Rows of older
 versions of this image are read too: a fractional `epoch` becomes epoch + epoch_progress, a
-boolean `exact_match` becomes 1.0 / 0.0 (see ROW SHAPE in predictions/rows.py).
+boolean `exact_match` becomes 1.0 / 0.0 (see ROW SHAPE in predictions/store/rows.py).
 
 A regression is a sample that got worse after it had been better: exactly right at an earlier
 round and not at a later one ("lost"), or a char_error_rate worse than its best earlier one by

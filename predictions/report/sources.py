@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from predictions.history import normalise, read_jsonl, spool_rows
-from trainer.config import JobConfig
+from predictions.report.history import normalise, read_jsonl, spool_rows
+from trainer.config.load import JobConfig
 
 TABLE = "training_predictions"
 PAGE_ROWS = 1000  # PostgREST's usual max-rows: a bigger page would be cut silently
@@ -35,7 +35,7 @@ def postgres_rows(db_url: str, job_id: str, user_id: str | None) -> list[dict[st
     import psycopg
     from psycopg.rows import dict_row
 
-    from predictions.migrations import redact
+    from predictions.store.migrations import redact
 
     query = f"select * from public.{TABLE} where job_id = %s"
     params: list[Any] = [job_id]

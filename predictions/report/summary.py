@@ -27,7 +27,7 @@ def rounds_table(results) -> Table:
 
 def job_rows_in_spool(spool: Path, job_id: str) -> int:
     """Rows of `job_id` in the spool, from every attempt (a restarted pod's too)."""
-    from predictions.replay import read_spool
+    from predictions.store.replay import read_spool
 
     if not spool.exists():
         return 0
@@ -68,8 +68,8 @@ def html_report_path(cfg) -> Path:
 
 def load_job_history(cfg, job_id: str, *, source: str = "auto", threshold: float | None = None, log=print):
     """The job's History from the spool, or from the database in database mode (source "auto")."""
-    from predictions.history import DEFAULT_THRESHOLD, build_history
-    from predictions.sources import job_rows, read_rounds_log
+    from predictions.report.history import DEFAULT_THRESHOLD, build_history
+    from predictions.report.sources import job_rows, read_rounds_log
 
     if source == "auto":
         source = "spool" if cfg.storage == "local" else "database"
@@ -82,8 +82,8 @@ def load_job_history(cfg, job_id: str, *, source: str = "auto", threshold: float
 def report_command(cfg, *, job_id: str | None, html: Path | None, source: str, threshold: float,
                    detail: int = 10, log=print, console: Console | None = None) -> int:
     """`entrypoint.py report`: the job's rounds and samples in the terminal, and the HTML file."""
-    from predictions.history_view import print_history, write_html
-    from predictions.sources import SourceError
+    from predictions.report.view import print_history, write_html
+    from predictions.report.sources import SourceError
 
     job = job_id or cfg.job_id
     try:
@@ -103,7 +103,7 @@ def report_command(cfg, *, job_id: str | None, html: Path | None, source: str, t
 def write_run_report(cfg, *, log=print) -> Path | None:
     """At the end of a run (main process): the HTML report of its spool under OUTPUT_DIR.
     A failure to render is logged, never raised: the run's result does not depend on it."""
-    from predictions.history_view import write_html
+    from predictions.report.view import write_html
 
     try:
         history = load_job_history(cfg, cfg.job_id, source="spool", log=log)

@@ -1,6 +1,6 @@
 """The report in a terminal (rich, 80 columns) and as one self-contained HTML file (jinja2).
 
-Both views take a History (predictions/history.py); neither reads a file or a database.
+Both views take a History (predictions/report/history.py); neither reads a file or a database.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 from rich.console import Console
 from rich.table import Table
 
-from predictions.history import History, SampleHistory
+from predictions.report.history import History, SampleHistory
 
 TEMPLATES = Path(__file__).parent / "templates"
 CUT = "…"

@@ -1,7 +1,7 @@
 """Wiring the storage mode to writers: migrations and preflight (parent, before launch), the
 background writer (main training process), and the replay of a spool.
 
-The mode comes from the config (trainer/config.py derives it from what is set); here it becomes
+The mode comes from the config (trainer/config/load.py derives it from what is set); here it becomes
 objects. Secrets are read from `cfg.secrets` at the last moment and handed to the client only.
 """
 
@@ -11,8 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from predictions.writers.base import PredictionWriter, WriteError
-from trainer.config import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, JobConfig
+from predictions.store.writers.base import PredictionWriter, WriteError
+from trainer.config.load import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, JobConfig
 
 
 class DatabaseRefused(Exception):
@@ -27,7 +27,7 @@ def make_writer(cfg: JobConfig) -> PredictionWriter:
     """The database writer for the configured mode (not queued)."""
     p = cfg.predictions
     if cfg.storage == "supabase":
-        from predictions.writers.supabase import SupabaseWriter
+        from predictions.store.writers.supabase import SupabaseWriter
 
         return SupabaseWriter(
             cfg.supabase_url,
@@ -37,7 +37,7 @@ def make_writer(cfg: JobConfig) -> PredictionWriter:
             max_text_chars=p.max_text_chars,
         )
     if cfg.storage == "postgres":
-        from predictions.writers.postgres import PostgresWriter
+        from predictions.store.writers.postgres import PostgresWriter
 
         return PostgresWriter(cfg.secrets.supabase_db_url.get_secret_value(), max_text_chars=p.max_text_chars)
     raise ValueError(f"no database writer in {cfg.storage!r} mode")
@@ -46,7 +46,7 @@ def make_writer(cfg: JobConfig) -> PredictionWriter:
 def prepare_database(cfg: JobConfig, *, replay_previous: bool, log: Callable[[str], None] = print) -> None:
     """Migrations (when SUPABASE_DB_URL is set), preflight, and the previous attempt's spool."""
     if cfg.secrets.supabase_db_url is not None:
-        from predictions.migrations import MigrationError, apply_migrations
+        from predictions.store.migrations import MigrationError, apply_migrations
 
         try:
             apply_migrations(cfg.secrets.supabase_db_url.get_secret_value(), log=log)
@@ -63,7 +63,7 @@ def prepare_database(cfg: JobConfig, *, replay_previous: bool, log: Callable[[st
             log(line)
         spool = cfg.predictions_path
         if replay_previous and cfg.predictions.enabled and spool.exists() and spool.stat().st_size:
-            from predictions.replay import replay_spool
+            from predictions.store.replay import replay_spool
 
             sent = replay_spool(spool, writer, log=log)
             log(f"restart: replayed {sent} rows of the previous attempt's spool (duplicates ignored)")
@@ -77,7 +77,7 @@ def open_remote_writer(cfg: JobConfig, *, log: Callable[[str], None] = print):
     """A BackgroundWriter around the database writer, or None in local mode."""
     if cfg.storage == "local":
         return None
-    from predictions.writers.background import BackgroundWriter
+    from predictions.store.writers.background import BackgroundWriter
 
     return BackgroundWriter(
         make_writer(cfg), drain_timeout_s=cfg.predictions.drain_timeout_s, log=log, spool_path=cfg.predictions_path
@@ -91,7 +91,7 @@ def finish_delivery(cfg: JobConfig, remote, *, log: Callable[[str], None] = prin
     stats = remote.close()
     if not stats.rows_not_delivered:
         return stats, None
-    from predictions.replay import replay_spool
+    from predictions.store.replay import replay_spool
 
     log(f"predictions: catching up — replaying {cfg.predictions_path.name} into {cfg.storage} (duplicates ignored)")
     writer = make_writer(cfg)
@@ -112,7 +112,7 @@ def previously_written_steps(cfg: JobConfig, sample_count: int, *, log=print) ->
     spool = cfg.predictions_path
     if not spool.exists():
         return set()
-    from predictions.replay import read_spool
+    from predictions.store.replay import read_spool
 
     seen: dict[int, set[int]] = defaultdict(set)
     # A torn last line is skipped quietly: that round was not complete, so it runs again.
@@ -133,7 +133,7 @@ def replay_command(cfg: JobConfig, spool: Path, *, log: Callable[[str], None] = 
     if not spool.exists():
         log(f"replay: {spool} does not exist")
         return 66  # EX_NOINPUT
-    from predictions.replay import replay_spool
+    from predictions.store.replay import replay_spool
 
     writer = make_writer(cfg)
     try:
@@ -155,7 +155,7 @@ def migrate_command(db_url: str | None, *, log: Callable[[str], None] = print) -
         log("migrate: set SUPABASE_DB_URL to the database's connection string "
             "(Supabase: Project Settings → Database → Connection string)")
         return EXIT_CONFIG
-    from predictions.migrations import MigrationError, apply_migrations
+    from predictions.store.migrations import MigrationError, apply_migrations
 
     try:
         apply_migrations(db_url, log=log)

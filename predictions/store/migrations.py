@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 #: Any fixed 64-bit number, the same in every pod: the advisory lock's key ("train_pr").
 LOCK_KEY = 0x7472_6169_6E5F_7072
 CONNECT_TIMEOUT_S = 10

@@ -1,6 +1,6 @@
 """Replay a local spool into the database: the rows a database writer never delivered.
 
-The spool (predictions/writers/local.py) holds every row of the job, delivered or not. Sending it
+The spool (predictions/store/writers/local.py) holds every row of the job, delivered or not. Sending it
 all again is safe: the writers upsert with duplicates ignored on (job_id, step, sample_index), so
 a row already stored is left as it was and a replay run twice stores each row exactly once.
 """
@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from predictions.rows import CONFLICT_KEY, ROW_COLUMNS, upgrade_row
-from predictions.writers.base import PredictionWriter
+from predictions.store.rows import CONFLICT_KEY, ROW_COLUMNS, upgrade_row
+from predictions.store.writers.base import PredictionWriter
 
 
 def read_spool(spool_path: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:

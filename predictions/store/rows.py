@@ -67,7 +67,7 @@ NEEDED_COLUMNS: tuple[str, ...] = ("job_id", "user_id", "epoch", "step", "sample
 #: The conflict target: a round is keyed by global step, a sample by its index in the fixed sample.
 CONFLICT_KEY: tuple[str, ...] = ("job_id", "step", "sample_index")
 
-#: Text columns: Postgres text cannot hold NUL and each is capped (see predictions/sanitize.py).
+#: Text columns: Postgres text cannot hold NUL and each is capped (see predictions/store/sanitize.py).
 TEXT_COLUMNS: tuple[str, ...] = ("prompt", "ground_truth", "prediction")
 
 #: Float columns: NaN / inf are not valid JSON and are stored as NULL.

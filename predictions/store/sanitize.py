@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from predictions.rows import TEXT_COLUMNS
+from predictions.store.rows import TEXT_COLUMNS
 
 REPLACEMENT = "\ufffd"
 

@@ -3,7 +3,7 @@ exists. Both database writers adapt their rows to it, so one image writes into t
 table as the platform made it (no migration run), into it after `entrypoint.py migrate`, and into
 a table an earlier version of this image made.
 
-Rows (predictions/rows.py) are in the platform's types; `adapt` sends only the columns the table
+Rows (predictions/store/rows.py) are in the platform's types; `adapt` sends only the columns the table
 has, each value in the column's own type (a table an earlier image version made has a boolean
 exact_match, a double epoch …). A column the rows NEED that the table lacks is refused, naming it.
 """
@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from predictions.rows import ADDED_COLUMNS, COLUMN_TYPES, NEEDED_COLUMNS, ROW_COLUMNS
-from predictions.writers.base import PermanentWriteError
+from predictions.store.rows import ADDED_COLUMNS, COLUMN_TYPES, NEEDED_COLUMNS, ROW_COLUMNS
+from predictions.store.writers.base import PermanentWriteError
 
 #: The one command that brings a table up to this image's migrations (sql/).
 MIGRATE_COMMAND = "SUPABASE_DB_URL=postgresql://… python entrypoint.py migrate"

@@ -5,7 +5,7 @@
 --
 -- The training pod writes one row per (job, global step, sample) as the service role; the
 -- platform's UI reads a job's rows to show its predictions and compare them across epochs. Only
--- the job's owner can read (and delete) them. The columns after `id` are predictions/rows.py's
+-- the job's owner can read (and delete) them. The columns after `id` are predictions/store/rows.py's
 -- ROW_COLUMNS, in that order. Every statement is idempotent: applying this file twice changes
 -- nothing.
 

@@ -4,7 +4,7 @@
 `ConfigError` listing every problem at once (a pod restarted per fix costs a GPU start each time),
 each naming the variable, the key and what is accepted — before any model or dataset is loaded.
 TRAINING_CONFIG is this image's flat shape or the platform's nested job configuration
-(trainer/platform_config.py maps it); user keys override only the defaults they name. Secrets live in `Secrets` (pydantic SecretStr): they are never in reprs, argv,
+(trainer/config/platform.py maps it); user keys override only the defaults they name. Secrets live in `Secrets` (pydantic SecretStr): they are never in reprs, argv,
 TrainingArguments or logs; children of `accelerate launch` read them from the environment again.
 """
 
@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trainer.demo import DEMO_MODEL, EVAL_FILE, TRAIN_FILE
 from trainer.fetch import is_url
-from trainer.platform_config import PlatformJob, is_platform_shape, map_platform
+from trainer.config.platform import PlatformJob, is_platform_shape, map_platform
 
 #: Distinct exit codes (from sysexits.h) so the platform can tell why a pod stopped.
 EXIT_CONFIG = 78  # EX_CONFIG: bad or incomplete configuration; the message names the fix
@@ -306,7 +306,7 @@ class JobConfig:
     predictions_source: str = "default"  # where the predictions block came from
     notes: tuple[str, ...] = ()  # platform keys without effect here, and why
     output_dir_source: str = "default"
-    platform: Any = None  # trainer.lifecycle.PlatformCalls: which calls to the platform are on
+    platform: Any = None  # trainer.pod.platform.PlatformCalls: which calls to the platform are on
 
     @property
     def is_demo(self) -> bool:
@@ -698,7 +698,7 @@ def load_config() -> JobConfig:
         except ConfigError as e:  # reported with the others
             problems.extend(e.problems)
 
-    from trainer.lifecycle import platform_calls  # here: lifecycle imports this module
+    from trainer.pod.platform import platform_calls  # here: lifecycle imports this module
 
     platform = None
     try:

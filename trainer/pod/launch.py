@@ -13,11 +13,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 
-from trainer.config import JobConfig
+from trainer.config.load import JobConfig
 
 GRACE_S = 60  # after SIGTERM, how long the children get to stop before SIGKILL
 
@@ -107,7 +108,7 @@ def run_children(cmd: list[str], extra_env: dict[str, str], *, log: Callable[[st
     """Run the launch in its own process group; forward SIGTERM / SIGINT to the whole group.
     Returns the children's exit code (128 + signal number when a signal ended them)."""
     env = {**os.environ, **extra_env}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(Path(__file__).resolve().parents[2])  # the checkout (or /app): trainer/pod/launch.py
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, _processes(cmd)))))
     child = subprocess.Popen(cmd, env=env, cwd=root, start_new_session=True)

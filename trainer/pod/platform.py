@@ -42,7 +42,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from trainer.config import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, VARIABLES, ConfigError, JobConfig
+from trainer.config.load import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, VARIABLES, ConfigError, JobConfig
 from trainer.fetch import is_url
 from trainer.redact import redact_url
 
@@ -98,7 +98,7 @@ class PlatformCalls:
 
 
 def platform_calls(env) -> PlatformCalls:
-    """The platform's calls from the environment (trainer.config.Environment). A half-set pair
+    """The platform's calls from the environment (trainer.config.load.Environment). A half-set pair
     is a ConfigError naming what is missing."""
     metrics, token, alert, key = env.METRICS_API_URL, env.JOB_TOKEN, env.ALERT_API_URL, env.INTERNAL_API_KEY
     if metrics and not token:
@@ -362,7 +362,7 @@ def child_main(main: Callable[[], int]) -> int:
     traceback stays in the log). A full disk is not a bug to debug: it is said plainly, without a
     traceback, and the process exits with EX_IOERR (74)."""
     output_dir = Path(os.environ.get("OUTPUT_DIR", "").strip() or os.environ.get("IMAGE_OUTPUT_DIR", "").strip()
-                      or "outputs")  # as trainer/config.py resolves it
+                      or "outputs")  # as trainer/config/load.py resolves it
     try:
         return main()
     except Exception as e:

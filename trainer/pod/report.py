@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from predictions.keys import key_role
-from trainer.config import VARIABLES, JobConfig, expected_rounds
+from predictions.store.keys import key_role
+from trainer.config.load import VARIABLES, JobConfig, expected_rounds
 from trainer.data import holdout_size
 from trainer.datacheck import user_data
 from trainer.fetch import is_url

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from predictions.writers.base import PermanentWriteError, PredictionWriter, TransientWriteError
+from predictions.store.writers.base import PermanentWriteError, PredictionWriter, TransientWriteError
 
 _STOP = object()  # the worker's last queue item
 MAX_ERRORS_KEPT = 50  # distinct messages in DeliveryStats.errors; bounded for a long job

@@ -24,7 +24,7 @@ class PermanentWriteError(WriteError):
 
 
 class PredictionWriter(Protocol):
-    """Stores prediction rows (dicts keyed by predictions.rows.ROW_COLUMNS).
+    """Stores prediction rows (dicts keyed by predictions.store.rows.ROW_COLUMNS).
 
     `write` stores one batch and must be idempotent: writing the same (job_id, step,
     sample_index) twice leaves one row. It raises TransientWriteError or PermanentWriteError.

@@ -4,9 +4,9 @@ Used when SUPABASE_DB_URL is set and SUPABASE_URL is not. Same contract as the S
 one insert per batch in one transaction, duplicates on (job_id, step, sample_index) ignored —
 with the unique key by ON CONFLICT, without it (the platform's table before the migrations) by
 inserting only keys not yet stored —, only the columns the table has, in their types
-(predictions/tableshape.py, read from the catalog on first use),
+(predictions/store/tableshape.py, read from the catalog on first use),
 errors typed as transient (connection lost: retry later) or permanent (the message says what to
-fix). Rows are sanitised here, as the Supabase writer does (predictions/sanitize.py).
+fix). Rows are sanitised here, as the Supabase writer does (predictions/store/sanitize.py).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from predictions.migrations import redact
-from predictions.rows import CONFLICT_KEY, ROW_COLUMNS
-from predictions.sanitize import sanitize_row
-from predictions.tableshape import MIGRATE_COMMAND, TableShape
-from predictions.writers.base import PermanentWriteError, TransientWriteError
+from predictions.store.migrations import redact
+from predictions.store.rows import CONFLICT_KEY, ROW_COLUMNS
+from predictions.store.sanitize import sanitize_row
+from predictions.store.tableshape import MIGRATE_COMMAND, TableShape
+from predictions.store.writers.base import PermanentWriteError, TransientWriteError
 
 T = TypeVar("T")
 
@@ -80,10 +80,10 @@ def _classify(e: psycopg.Error) -> Exception:
         return PermanentWriteError(f"{FIX_SCHEMA} ({detail})")
     if state.startswith("23"):
         return PermanentWriteError(f"a row breaks a constraint of training_predictions ({state}: {detail}); "
-                                   "the rows should match predictions/rows.py and the table sql/")
+                                   "the rows should match predictions/store/rows.py and the table sql/")
     if state.startswith("22"):
         return PermanentWriteError(f"a value does not fit its column ({state}: {detail}); "
-                                   "rows must match predictions/rows.py; text and floats are sanitised (predictions/sanitize.py)")
+                                   "rows must match predictions/store/rows.py; text and floats are sanitised (predictions/store/sanitize.py)")
     # OperationalError covers the connection (08*, no sqlstate at all when the connect fails) and
     # the server's state (57P01 admin shutdown, 57P03 starting up, 57014 statement timeout).
     if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)) or state.startswith(("08", "57")):
@@ -95,7 +95,7 @@ class PostgresWriter:
     """Writes rows with psycopg; (re)connects lazily, so a database that comes back is used again.
 
     Transient failures are retried here, `max_attempts` in all with jittered backoff; the caller
-    (predictions/writers/background.py) runs this off the training thread.
+    (predictions/store/writers/background.py) runs this off the training thread.
     """
 
     name = "postgres"

@@ -2,7 +2,7 @@
 
 Only the service-role key writes (the platform's pods write with it). The writer adapts to the
 live table, which it reads at preflight from PostgREST's OpenAPI description: it sends only the
-columns the table has, in their types (predictions/tableshape.py). With the unique key on
+columns the table has, in their types (predictions/store/tableshape.py). With the unique key on
 (job_id, step, sample_index) one batched upsert per request ignores duplicates; without it (the
 platform's table as the platform made it: ON CONFLICT answers 42P10) each write reads which
 samples of the round are stored and inserts only the others. Either way a retried or replayed
@@ -25,11 +25,11 @@ from supabase import ClientOptions, create_client
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
-from predictions.keys import key_role
-from predictions.rows import CONFLICT_KEY, Generation, Sample, Scores, make_row
-from predictions.sanitize import sanitize_row, split_by_bytes
-from predictions.tableshape import MIGRATE_COMMAND, TableShape
-from predictions.writers.base import PermanentWriteError, TransientWriteError
+from predictions.store.keys import key_role
+from predictions.store.rows import CONFLICT_KEY, Generation, Sample, Scores, make_row
+from predictions.store.sanitize import sanitize_row, split_by_bytes
+from predictions.store.tableshape import MIGRATE_COMMAND, TableShape
+from predictions.store.writers.base import PermanentWriteError, TransientWriteError
 
 TABLE = "training_predictions"
 ON_CONFLICT = ",".join(CONFLICT_KEY)
