@@ -16,20 +16,25 @@ failed; 74 OUTPUT_DIR's disk is full; otherwise the training processes' own code
 the database could not be read; `diagnose`: 1 when a check did not pass. Everything here runs
 once, in the parent, before any model is loaded. A job that OUTPUT_DIR/job_state.json says ended
 is not trained again: it exits 0 when it completed, with its code when it failed (FRESH_RUN=1 or
-`run --fresh` starts over; trainer/pod/platform.py).
+`run --fresh` starts over; trainer/pod/job.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
-from trainer.config.load import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, ConfigError, JobConfig, load_config
+from trainer.config.errors import ConfigError
+from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT
+from trainer.config.job import JobConfig
+from trainer.config.load import load_config
+from trainer.logs import setup as setup_logging
+from trainer.pod.job import config_failed, finish, mark_running, previous_outcome
 
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
+log = logging.getLogger("entrypoint")
 
 
 def prepare(cfg: JobConfig, *, replay_previous: bool) -> tuple[int, str] | None:
@@ -37,12 +42,12 @@ def prepare(cfg: JobConfig, *, replay_previous: bool) -> tuple[int, str] | None:
     from predictions.store.delivery import DatabaseRefused, MigrationFailed, prepare_database
 
     try:
-        prepare_database(cfg, replay_previous=replay_previous, log=log)
+        prepare_database(cfg, replay_previous=replay_previous)
     except MigrationFailed as e:
-        log(f"migrations: FAILED: {e}")
+        log.info(f"migrations: FAILED: {e}")
         return EXIT_MIGRATION, f"migrations: {e}"
     except DatabaseRefused as e:
-        log(f"preflight: FAILED: {e}")
+        log.info(f"preflight: FAILED: {e}")
         return EXIT_PREFLIGHT, f"preflight: {e}"
     return None
 
@@ -60,79 +65,78 @@ def main(argv: list[str] | None = None) -> int:
                         help="report: a char error rate worse than the sample's best by more than this is a regression")
     parser.add_argument("--fresh", action="store_true", help="run: start over although the job ended (FRESH_RUN=1)")
     opts = parser.parse_args(argv)
-    from trainer.pod import platform as lifecycle
+    setup_logging()
 
     if opts.command == "diagnose":  # before load_config: a configuration that fails is its first finding
         from predictions.report.diagnose import diagnose_command
 
-        return diagnose_command(job_id=opts.job, log=log)
+        return diagnose_command(job_id=opts.job)
     if opts.command == "migrate":  # needs the database URL only, not a job's configuration
-        import os
-
         from predictions.store.delivery import migrate_command
 
-        return migrate_command(os.environ.get("SUPABASE_DB_URL", "").strip() or None, log=log)
+        return migrate_command(os.environ.get("SUPABASE_DB_URL", "").strip() or None)
 
     try:
         cfg = load_config()
     except ConfigError as e:
-        log(f"configuration error: {e}")
-        log("the pod stops before loading anything; fix what is listed above and start it again")
+        log.info(f"configuration error: {e}")
+        log.info("the pod stops before loading anything; fix what is listed above and start it again")
         if opts.command == "run":
-            lifecycle.config_failed(str(e), log=log)
+            config_failed(str(e))
         return EXIT_CONFIG
 
     if opts.command == "report":
         from predictions.report.summary import report_command
 
-        return report_command(cfg, job_id=opts.job, html=opts.html, source=opts.source, threshold=opts.threshold, log=log)
+        return report_command(cfg, job_id=opts.job, html=opts.html, source=opts.source, threshold=opts.threshold)
 
     from trainer.datacheck import recorded_failure
-    from trainer.pod.launch import device_kind, launch_command, process_count, run_children, strategy_refusal
     from trainer.model import resolve_precision
+    from trainer.pod.launch import device_kind, launch_command, process_count, run_children, strategy_refusal
+    from trainer.pod.platform import describe as describe_calls
     from trainer.pod.report import print_report
 
     if opts.command == "replay":
         from predictions.store.delivery import replay_command
 
-        return replay_command(cfg, opts.spool or cfg.predictions_path, log=log)
+        return replay_command(cfg, opts.spool or cfg.predictions_path)
 
     processes, device = process_count(cfg), device_kind()
     refusal = strategy_refusal(device)
     if refusal:
-        log(f"configuration error: {refusal}")
+        log.info(f"configuration error: {refusal}")
         if opts.command == "run":  # like any configuration error: job_failed, nothing written
-            lifecycle.config_failed(refusal, log=log)
+            config_failed(refusal)
         return EXIT_CONFIG
     precision = resolve_precision(cfg.training)
     print_report(cfg, processes, device, precision)
-    for line in lifecycle.describe(cfg.platform):
-        log(line)
+    for line in describe_calls(cfg.platform):
+        log.info(line)
     if opts.command == "run":
-        ended = lifecycle.previous_outcome(cfg, fresh=opts.fresh or cfg.env.FRESH_RUN, log=log)
+        ended = previous_outcome(cfg, fresh=opts.fresh or cfg.env.FRESH_RUN)
         if ended is not None:
             return ended
     stop = check_data_and_machine(cfg, processes, device)
     if stop is not None and opts.command == "run":
-        return lifecycle.finish(cfg, stop[0], error=stop[1], log=log)
+        return finish(cfg, stop[0], error=stop[1])
     stop = prepare(cfg, replay_previous=opts.command == "run") or stop  # `check` reports both
     if stop is not None:
-        return lifecycle.finish(cfg, stop[0], error=stop[1], log=log) if opts.command == "run" else stop[0]
+        return finish(cfg, stop[0], error=stop[1]) if opts.command == "run" else stop[0]
     if opts.command == "check":
-        log("check: configuration, data and database are ready; nothing was trained")
+        log.info("check: configuration, data and database are ready; nothing was trained")
         return 0
 
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    lifecycle.mark_running(cfg)
+    mark_running(cfg)
     cmd, extra_env = launch_command(processes, precision, device)
-    log(f"launch: {' '.join(cmd[1:])}")
-    code = run_children(cmd, extra_env, log=log)
+    log.info(f"launch: {' '.join(cmd[1:])}")
+    code = run_children(cmd, extra_env)
     failure = recorded_failure(cfg.output_dir, clear=True)
     if code != 0 and failure:  # a training process refused the data: the same message and code as the parent's
-        log(f"data error: {failure}")
-        return lifecycle.finish(cfg, EXIT_CONFIG, error=f"data error: {failure}", log=log)
-    log(f"entrypoint: training processes exited with code {code}")
-    return lifecycle.finish(cfg, code, log=log)
+        log.info(f"data error: {failure}")
+        return finish(cfg, EXIT_CONFIG, error=f"data error: {failure}")
+    log.info(f"entrypoint: training processes exited with code {code}")
+    return finish(cfg, code)
 
 
 def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> tuple[int, str] | None:
@@ -143,13 +147,13 @@ def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> tuple
 
     try:
         check_machine(cfg, processes, device)
-        check_data(cfg, log=log)
+        check_data(cfg)
     except RunRefused as e:
-        log(f"configuration error: {e}")
+        log.info(f"configuration error: {e}")
         return EXIT_CONFIG, f"configuration error: {e}"
     except DataError as e:
-        log(f"data error: {e}")
-        log("the pod stops before loading the model; fix the data and start it again")
+        log.info(f"data error: {e}")
+        log.info("the pod stops before loading the model; fix the data and start it again")
         return EXIT_CONFIG, f"data error: {e}"
     return None
 

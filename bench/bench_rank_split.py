@@ -45,7 +45,7 @@ def measure(opts) -> None:
 
     from predictions.rounds import PredictionRounds, RankGroup
     from predictions.sampler import draw_samples
-    from trainer.config.load import PredictionsConfig
+    from trainer.config.schema import PredictionsConfig
     from trainer.demo import build_model, demo_tokenizer, make_task_rows
     from trainer.model import DEMO_MODEL_SIZE
 

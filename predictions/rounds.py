@@ -38,9 +38,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from predictions.generator import SampleFailure, batch_count, generate_predictions, token_lengths
-from predictions.store.rows import Generation, Sample, Scores, make_row
 from predictions.scorer import mean_scores, score
-from trainer.config.load import PredictionsConfig
+from predictions.store.rows import Generation, Sample, Scores, make_row
+from trainer.config.schema import PredictionsConfig
 
 #: The rounds log, next to the spool: one JSON object per round attempt (see `round_record`).
 ROUNDS_LOG_NAME = "prediction_rounds.jsonl"

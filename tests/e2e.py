@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config.load import VARIABLES
+from trainer.config.environment import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def run_entrypoint(env: dict[str, str], *args: str, timeout: float = 600) -> sub
 def as_if_interrupted(output_dir: Path) -> None:
     """Make a finished run's job state look like a pod that died mid-run (state still running),
     so that the next start resumes instead of saying the job is complete."""
-    from trainer.pod.platform import write_state
+    from trainer.pod.state import write_state
 
     write_state(Path(output_dir), status="running", exit_code=None)
 

@@ -19,7 +19,7 @@ from torch.distributed.tensor import DTensor
 
 from predictions.rounds import PredictionRounds, RankGroup
 from predictions.sampler import draw_samples
-from trainer.config.load import PredictionsConfig
+from trainer.config.schema import PredictionsConfig
 from trainer.demo import build_model, build_tokenizer, make_task_rows
 
 

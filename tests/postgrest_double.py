@@ -18,7 +18,6 @@ as PostgREST and Postgres would, and answers with their codes:
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any, Callable
 from urllib.parse import parse_qs

@@ -12,7 +12,7 @@ from predictions.callback import PredictionsCallback
 from predictions.rounds import PredictionRounds
 from predictions.sampler import draw_samples
 from predictions.store.writers.local import LocalJsonlWriter
-from trainer.config.load import PredictionsConfig
+from trainer.config.schema import PredictionsConfig
 from trainer.data import Example, tokenize
 from trainer.demo import build_model, build_tokenizer, make_task_rows
 

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config.load import (
-    EXIT_CONFIG,
-    MAX_SAMPLE_COUNT,
-    VARIABLES,
-    ConfigError,
-    expected_rounds,
-    load_config,
-)
+from trainer.config.environment import VARIABLES
+from trainer.config.errors import ConfigError
+from trainer.config.exits import EXIT_CONFIG
+from trainer.config.job import expected_rounds
+from trainer.config.load import load_config
+from trainer.config.schema import MAX_SAMPLE_COUNT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -269,7 +267,7 @@ def test_scheduler_and_optimizer_lists_are_transformers_own():
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
-    from trainer.config.load import OPTIMIZERS, SCHEDULER_TYPES
+    from trainer.config.schema import OPTIMIZERS, SCHEDULER_TYPES
 
     assert set(SCHEDULER_TYPES) == {s.value for s in SchedulerType}
     assert set(OPTIMIZERS) == {o.value for o in OptimizerNames}
@@ -279,7 +277,7 @@ def test_keys_left_unset_are_transformers_own_defaults(env):
     """Not naming a key changes nothing: what the image passes by default is what transformers uses."""
     from transformers import TrainingArguments
 
-    from trainer.config.load import TrainingConfig
+    from trainer.config.schema import TrainingConfig
     from trainer.train import training_arguments
 
     defaults = TrainingArguments(output_dir="x")
@@ -302,7 +300,8 @@ def test_the_report_shows_json_variables_by_keys_and_urls_without_their_query(en
     from trainer.pod.report import print_report
 
     signed = "https://abc.supabase.co/storage/v1/object/sign/sets/p.jsonl.gz?token=SIGNEDSECRET"
-    monkeypatch.setattr("trainer.config.load._check_path", lambda *a, **k: None)  # no download here
+    for where in ("trainer.config.load", "trainer.config.checks"):  # no download here
+        monkeypatch.setattr(f"{where}.check_path", lambda *a, **k: None)
     cfg = env(MODEL_NAME="m", DATASET_URL="https://user:pw@data.example/d.jsonl.gz?token=SIGNEDSECRET",
               PREDICTIONS_CONFIG={"enabled": True, "samples_path": signed})()
     console = Console(width=400, record=True, file=open(os.devnull, "w"))

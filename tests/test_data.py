@@ -7,8 +7,17 @@ import json
 
 import pytest
 
-from trainer.data import (BOM, DataError, Example, load_examples, read_rows, render, split_holdout, tokenize,
-                          usable_examples)
+from trainer.data import (
+    BOM,
+    DataError,
+    Example,
+    load_examples,
+    read_rows,
+    render,
+    split_holdout,
+    tokenize,
+    usable_examples,
+)
 from trainer.demo import build_tokenizer
 
 WORDS = "system: user: assistant: reverse: red cat blue dog ### Instruction: Input: Response: sort"

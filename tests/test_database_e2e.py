@@ -15,7 +15,7 @@ import pytest
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, run_entrypoint, spool_rows, wait_for
 from tests.platform_db import UUID_JOB, make_platform_db
 from tests.platform_reads import read_side
-from trainer.config.load import EXIT_PREFLIGHT
+from trainer.config.exits import EXIT_PREFLIGHT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -11,7 +11,8 @@ import pytest
 
 import trainer.datacheck as datacheck
 from tests.e2e import ROOT, job_env
-from trainer.config.load import VARIABLES, load_config
+from trainer.config.environment import VARIABLES
+from trainer.config.load import load_config
 from trainer.data import DataError
 from trainer.datacheck import RunRefused, check_data, check_machine, recorded_failure
 
@@ -94,7 +95,7 @@ def test_the_parent_reports_a_training_process_data_error_with_78(job, tmp_path,
     import entrypoint
     import trainer.pod.launch
 
-    def failing_children(cmd, extra_env, *, log):
+    def failing_children(cmd, extra_env):
         datacheck.record_failure(tmp_path / "out", "DATASET_PATH x.jsonl: no usable row")
         return 1
 

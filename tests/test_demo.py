@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config.load import VARIABLES
+from trainer.config.environment import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 

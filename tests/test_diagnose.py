@@ -15,7 +15,7 @@ from predictions.report.diagnose import run_checks
 from predictions.store.rows import ROW_COLUMNS
 from tests.test_history import new_row
 from tests.test_supabase_writer import jwt
-from trainer.config.load import VARIABLES
+from trainer.config.environment import VARIABLES
 
 URL = "https://project.supabase.co"
 SECRET = "sb_secret_canary-0123456789"

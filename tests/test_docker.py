@@ -23,7 +23,7 @@ import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, spool_rows, wait_for
 from trainer.checkpoints import MARKER
-from trainer.config.load import DEMO_TRAINING
+from trainer.demo import DEMO_TRAINING
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

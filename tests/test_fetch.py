@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint, spool_rows
 from trainer.demo import TRAIN_FILE
 from trainer.fetch import DownloadError, local_path
 from trainer.redact import redact_url
-
-from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint, spool_rows
 
 
 class Server:

@@ -6,12 +6,19 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import SecretStr
 
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble, refused_url
-from trainer.pod import platform as lifecycle
-from trainer.config.load import ConfigError, load_config
+from trainer.child import child_main
+from trainer.config.calls import PlatformCalls
+from trainer.config.errors import ConfigError
+from trainer.config.load import load_config
+from trainer.pod.job import finish, mark_running, previous_outcome
+from trainer.pod.platform import MetricsSender, metric_point, send_alert
+from trainer.pod.state import record_failure, write_state
 from trainer.progress import duration, next_round_step, progress_line
+from trainer.redact import scrub
 
 CANARY = "CANARY5e1b"
 JOB = "9f0c4a52-1111-4222-8333-444455556666"
@@ -169,46 +176,46 @@ def config_for(monkeypatch, tmp_path, **values):
 
 
 @pytest.mark.parametrize(("code", "why"), [(77, "preflight: the key cannot insert"), (76, "migrations: 0002 failed")])
-def test_a_refused_preflight_or_a_failed_migration_sends_job_failed(platform, monkeypatch, tmp_path, code, why):
+def test_a_refused_preflight_or_a_failed_migration_sends_job_failed(platform, monkeypatch, tmp_path, code, why,
+                                                                     caplog):
     cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB, USER_ID=OWNER, ALERT_API_URL=platform.url + ALERT_PATH,
                      INTERNAL_API_KEY=KEY, METRICS_API_URL=platform.url + METRICS_PATH, JOB_TOKEN=TOKEN)
-    lifecycle.mark_running(cfg)
-    assert lifecycle.finish(cfg, code, error=why, log=lambda _m: None) == code
+    mark_running(cfg)
+    assert finish(cfg, code, error=why) == code
     assert platform.types() == ["job_failed"] and platform.alerts[0]["error_message"] == why
-    lines: list[str] = []  # found before training: a rerun checks again (after a fix, it just runs)
-    assert lifecycle.previous_outcome(cfg, fresh=False, log=lines.append) is None
-    assert any("failed earlier before training" in line and why in line for line in lines)
+    caplog.clear()  # found before training: a rerun checks again (after a fix, it just runs)
+    assert previous_outcome(cfg, fresh=False) is None
+    assert any("failed earlier before training" in line and why in line for line in caplog.messages)
     # the documented switch starts over, the previous outputs kept aside, the downloaded data in place
     (tmp_path / "downloads").mkdir()
     (tmp_path / "downloads" / "abc-train.jsonl").write_text("{}\n")
-    assert lifecycle.previous_outcome(cfg, fresh=True, log=lines.append) is None
+    assert previous_outcome(cfg, fresh=True) is None
     assert not (tmp_path / "job_state.json").exists() and list((tmp_path / "previous").glob("*/job_state.json"))
     assert (tmp_path / "downloads" / "abc-train.jsonl").exists()
 
 
-def test_an_interrupted_attempt_resumes_and_another_jobs_state_is_not_this_ones(monkeypatch, tmp_path):
+def test_an_interrupted_attempt_resumes_and_another_jobs_state_is_not_this_ones(monkeypatch, tmp_path, caplog):
     cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB)
-    lifecycle.mark_running(cfg)
-    assert lifecycle.finish(cfg, 143, log=lambda _m: None) == 143  # SIGTERM: the pod was stopped
-    lines: list[str] = []
-    assert lifecycle.previous_outcome(cfg, fresh=False, log=lines.append) is None
-    assert "was interrupted" in lines[0] and "resuming" in lines[0]
-    lifecycle.write_state(tmp_path, job_id="another-job", status="completed")
-    assert lifecycle.previous_outcome(cfg, fresh=False, log=lines.append) is None
-    assert "belongs to job 'another-job'" in lines[-1]
+    mark_running(cfg)
+    assert finish(cfg, 143) == 143  # SIGTERM: the pod was stopped
+    caplog.clear()
+    assert previous_outcome(cfg, fresh=False) is None
+    assert "was interrupted" in caplog.messages[0] and "resuming" in caplog.messages[0]
+    write_state(tmp_path, job_id="another-job", status="completed")
+    assert previous_outcome(cfg, fresh=False) is None
+    assert "belongs to job 'another-job'" in caplog.messages[-1]
 
 
-def test_alerts_retry_transient_errors_and_not_a_refusal(monkeypatch, tmp_path):
+def test_alerts_retry_transient_errors_and_not_a_refusal(monkeypatch, tmp_path, caplog):
     flaky = PlatformDouble(JOB, TOKEN, KEY, fail_first=1)
     try:
         cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB, USER_ID=OWNER, ALERT_API_URL=flaky.url + ALERT_PATH,
                          INTERNAL_API_KEY=KEY)
-        lines: list[str] = []
-        assert lifecycle.send_alert(cfg.platform, "job_started", log=lines.append)
+        assert send_alert(cfg.platform, "job_started")
         assert flaky.calls == 2 and flaky.types() == ["job_started"]  # a 503, then accepted
-        wrong = lifecycle.PlatformCalls(**{**vars(cfg.platform), "alert_key": lifecycle.SecretStr("wrong")})
-        assert not lifecycle.send_alert(wrong, "job_completed", log=lines.append)
-        assert flaky.calls == 3 and "job_completed FAILED: HTTP 401" in lines[-1]  # not retried
+        wrong = PlatformCalls(**{**vars(cfg.platform), "alert_key": SecretStr("wrong")})
+        assert not send_alert(wrong, "job_completed")
+        assert flaky.calls == 3 and "job_completed FAILED: HTTP 401" in caplog.messages[-1]  # not retried
     finally:
         flaky.close()
 
@@ -217,9 +224,9 @@ def test_metrics_are_batched_and_put_never_waits_for_a_slow_route(monkeypatch, t
     slow = PlatformDouble(JOB, TOKEN, KEY, delay_s=0.3)
     try:
         cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB, METRICS_API_URL=slow.url + METRICS_PATH, JOB_TOKEN=TOKEN)
-        sender = lifecycle.MetricsSender(cfg.platform, log=lambda _m: None)
+        sender = MetricsSender(cfg.platform)
         for step in range(1, 31):
-            sender.put(lifecycle.metric_point({"loss": 1.0 / step, "learning_rate": 1e-3, "epoch": 0.1},
+            sender.put(metric_point({"loss": 1.0 / step, "learning_rate": 1e-3, "epoch": 0.1},
                                               step=step, epoch=0.1, total_steps=30))
         summary = sender.close(timeout_s=30)
         assert [p["step"] for p in slow.points()] == list(range(1, 31))
@@ -230,12 +237,12 @@ def test_metrics_are_batched_and_put_never_waits_for_a_slow_route(monkeypatch, t
 
 
 def test_a_metric_point_has_the_routes_fields_and_skips_the_closing_summary():
-    point = lifecycle.metric_point({"loss": 0.5, "grad_norm": float("nan"), "learning_rate": 1e-4, "epoch": 1.5},
+    point = metric_point({"loss": 0.5, "grad_norm": float("nan"), "learning_rate": 1e-4, "epoch": 1.5},
                                    step=30, epoch=1.5, total_steps=60, samples_per_second=12.0)
     assert point["train_loss"] == 0.5 and point["grad_norm"] is None  # NaN is not JSON
     assert point["progress"] == 50 and point["samples_per_second"] == 12.0 and point["timestamp"].endswith("Z")
-    assert lifecycle.metric_point({"eval_loss": 0.7}, step=30, epoch=1.5, total_steps=60)["perplexity"] > 1
-    assert lifecycle.metric_point({"train_runtime": 3.0, "train_loss": 0.6}, step=60, epoch=2, total_steps=60) is None
+    assert metric_point({"eval_loss": 0.7}, step=30, epoch=1.5, total_steps=60)["perplexity"] > 1
+    assert metric_point({"train_runtime": 3.0, "train_loss": 0.6}, step=60, epoch=2, total_steps=60) is None
 
 
 def test_the_next_prediction_round_and_the_progress_line():
@@ -256,20 +263,20 @@ def test_a_training_process_error_reaches_the_parents_job_failed(platform, monke
 
     cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB, USER_ID=OWNER, ALERT_API_URL=platform.url + ALERT_PATH,
                      INTERNAL_API_KEY=KEY)
-    lifecycle.mark_running(cfg)
+    mark_running(cfg)
 
     def main():
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     with pytest.raises(torch.OutOfMemoryError):
-        lifecycle.child_main(main)
-    lifecycle.record_failure(tmp_path, "RuntimeError: connection closed by peer")  # another rank, after
+        child_main(main)
+    record_failure(tmp_path, "RuntimeError: connection closed by peer")  # another rank, after
     monkeypatch.setenv("JOB_TOKEN", TOKEN)
-    assert lifecycle.scrub(f"401 for Bearer {TOKEN}") == "401 for Bearer <JOB_TOKEN>"  # an error quoting a secret
-    assert lifecycle.finish(cfg, 1, log=lambda _m: None) == 1
+    assert scrub(f"401 for Bearer {TOKEN}") == "401 for Bearer <JOB_TOKEN>"  # an error quoting a secret
+    assert finish(cfg, 1) == 1
     error = platform.alerts[-1]["error_message"]
     assert error.startswith("out of memory on the GPU: OutOfMemoryError: CUDA out of memory")  # the cause wins
 
-    lifecycle.mark_running(cfg)  # the OOM killer leaves no exception behind: the exit code says it
-    assert lifecycle.finish(cfg, 137, log=lambda _m: None) == 137
+    mark_running(cfg)  # the OOM killer leaves no exception behind: the exit code says it
+    assert finish(cfg, 137) == 137
     assert "SIGKILL" in platform.alerts[-1]["error_message"] and platform.types() == ["job_failed"] * 2

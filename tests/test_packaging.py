@@ -8,7 +8,7 @@ import re
 from importlib.metadata import version
 from pathlib import Path
 
-from trainer.config.load import VARIABLES
+from trainer.config.environment import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import job_env, run_entrypoint, spool_rows
-from trainer.config.load import VARIABLES, ConfigError, load_config
+from trainer.config.environment import VARIABLES
+from trainer.config.errors import ConfigError
+from trainer.config.load import load_config
 
 CORPUS = Path(__file__).parent / "platform_configs"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from predictions.scorer import score
 from predictions.store.migrations import SQL_DIR, apply_migrations
 from predictions.store.rows import ADDED_COLUMNS, PLATFORM_COLUMNS, Generation, Sample, make_row
-from predictions.scorer import score
 from predictions.store.writers.postgres import PostgresWriter
 from tests.platform_db import DUPLICATE, JOB, OTHER, OWNER, PLATFORM_ROWS, SQL, as_user, make_platform_db
 from tests.platform_reads import read_side

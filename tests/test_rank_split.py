@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, run_entrypoint, spool_rows
-from trainer.config.load import EXIT_CONFIG
+from trainer.config.exits import EXIT_CONFIG
 from trainer.demo import EVAL_FILE, TRAIN_FILE
 
 SAMPLES = 6

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import QUICK_TRAINING
-from trainer.config.load import VARIABLES
+from trainer.config.environment import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ import pytest
 from predictions.report.diagnose import FIX_MIGRATE, FIX_POLICY, run_checks
 from predictions.report.history import spool_rows
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
-from trainer.config.load import VARIABLES
+from trainer.config.environment import VARIABLES
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import QUICK_TRAINING, ROOT, as_if_interrupted, job_env, kill_tree_hard, run_entrypoint, spool_rows, wait_for
+from tests.e2e import (
+    QUICK_TRAINING,
+    ROOT,
+    as_if_interrupted,
+    job_env,
+    kill_tree_hard,
+    run_entrypoint,
+    spool_rows,
+    wait_for,
+)
 from trainer.checkpoints import MARKER, newest_complete
 
 # "baseline": False: the demo's own baseline round (a default that stays unless named) is not wanted here

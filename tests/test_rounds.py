@@ -9,17 +9,11 @@ import pytest
 import torch
 
 import predictions.generator as generator_module
-from predictions.rounds import (
-    ROUNDS_LOG_NAME,
-    PredictionRounds,
-    split_samples,
-    fault_hook_from_env,
-    with_prompts,
-)
-from predictions.store.rows import ROW_COLUMNS
+from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, fault_hook_from_env, split_samples, with_prompts
 from predictions.sampler import draw_samples
+from predictions.store.rows import ROW_COLUMNS
 from predictions.store.writers.local import LocalJsonlWriter
-from trainer.config.load import PredictionsConfig
+from trainer.config.schema import PredictionsConfig
 from trainer.demo import build_model, build_tokenizer, make_task_rows
 
 ROWS = make_task_rows(40, seed=3)

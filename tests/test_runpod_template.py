@@ -9,7 +9,9 @@ import re
 import pytest
 
 from tests.e2e import ROOT
-from trainer.config.load import VARIABLES, ConfigError, load_config
+from trainer.config.environment import VARIABLES
+from trainer.config.errors import ConfigError
+from trainer.config.load import load_config
 
 # RunPod's TemplateCreateInput (REST v1): field → type. name and imageName are required; any
 # other key is refused by the API, so a typo here would fail only at deploy time.

@@ -12,8 +12,8 @@ import pytest
 
 from predictions import metrics
 from predictions.metrics import REGISTRY, levenshtein, word_f1
-from predictions.store.rows import Generation, Sample, make_row
 from predictions.scorer import MAX_ERROR_CHARS, MAX_ERRORS, mean_scores, score, score_many
+from predictions.store.rows import Generation, Sample, make_row
 
 
 def plain_levenshtein(a: str, b: str) -> int:

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.config.load import JobConfig
+from trainer.config.job import JobConfig
 from trainer.data import FORMATS_HELP, DataError, FileRows, read_rows, row_format, row_texts, usable_examples
 from trainer.demo import DEMO_CONTEXT, DEMO_MAX_ROWS, DEMO_MAX_WORDS, TRAIN_FILE, demo_tokenizer
 from trainer.fetch import DownloadError, local_path
+from trainer.pod.state import read_state, write_state
 from trainer.redact import redact_url
 
 UNKNOWN_CONTEXT = 1_000_000  # transformers' stand-in for "no limit" is 1e30: treat as unknown
@@ -140,16 +141,12 @@ def check_data(cfg: JobConfig, *, log: Callable[[str], None] = print) -> None:
 
 def record_failure(output_dir: Path, message: str) -> None:
     """A training process's data error, left for the parent (which reports it with exit 78) in the
-    job's state on the volume (trainer/pod/platform.py), beside any other error of the attempt."""
-    from trainer.pod.platform import write_state
-
+    job's state on the volume (trainer/pod/state.py), beside any other error of the attempt."""
     write_state(output_dir, data_error=message)
 
 
 def recorded_failure(output_dir: Path, *, clear: bool = False) -> str | None:
     """The data error a training process left, if any (and forget it when `clear`)."""
-    from trainer.pod.platform import read_state, write_state
-
     message = (read_state(output_dir) or {}).get("data_error")
     if message and clear:
         write_state(output_dir, data_error=None)

@@ -116,3 +116,16 @@ def demo_tokenizer(data_files: list[Path] | None = None):
 
 if __name__ == "__main__":
     write_bundled_data()
+
+
+#: The demo's own defaults: under the user's keys, which override only the ones they name. No
+#: eval_strategy: it follows the data (the demo's own data has an evaluation file, a user's may not).
+DEMO_TRAINING = {
+    "num_train_epochs": 8, "learning_rate": 2e-3, "per_device_train_batch_size": 32,
+    "warmup_steps": 0.05, "logging_steps": 20, "save_strategy": "no", "seed": 0,
+    "max_seq_length": 32,
+}
+DEMO_PREDICTIONS = {
+    "enabled": True, "sample_count": 24, "sample_frequency": "epoch", "baseline": True,
+    "max_new_tokens": 8, "batch_size": 24,
+}

@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-from trainer.config.load import DEFAULT_OPTIM, JobConfig, TrainingConfig, bitsandbytes_optimizer
+from trainer.config.job import JobConfig
+from trainer.config.schema import DEFAULT_OPTIM, TrainingConfig, bitsandbytes_optimizer
 from trainer.demo import build_model, demo_tokenizer
 
 #: The demo model's size: learns the reversal task to most samples right in ~1 minute on 2 cores.

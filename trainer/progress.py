@@ -3,11 +3,12 @@ fast, when it ends), and the platform's metrics and job_started (trainer/pod/pla
 
 Pod logs are read line by line (RunPod's log view, `docker logs`): no carriage-return bars. The
 callbacks decide when (main process only); `progress_line`, `next_round_step` and
-`lifecycle.metric_point` are plain functions.
+`platform.metric_point` are plain functions.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -15,7 +16,10 @@ from typing import Callable
 
 from transformers import TrainerCallback
 
-from trainer.pod import platform as lifecycle
+from trainer.pod import platform
+from trainer.pod.state import write_state
+
+log = logging.getLogger(__name__)
 
 INTERVAL_S = 30.0
 
@@ -68,11 +72,9 @@ def progress_line(*, step: int, total: int, rate: float | None, loss: float | No
 class ProgressCallback(TrainerCallback):
     """Prints `progress_line` on the main process every `interval_s` and at each log step."""
 
-    def __init__(self, cfg, *, interval_s: float = INTERVAL_S, log: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, cfg, *, interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic):
         self._p, self._t = cfg.predictions, cfg.training
         self._interval, self._clock = interval_s, clock
-        self._log = log or (lambda m: print(m, flush=True))
         self._loss: float | None = None
         self._steps_per_epoch: int | None = None
 
@@ -91,7 +93,7 @@ class ProgressCallback(TrainerCallback):
             nxt = next_round_step(self._p.sample_frequency, step=state.global_step, max_steps=state.max_steps,
                                   steps_per_epoch=self._steps_per_epoch, step_interval=self._p.step_interval,
                                   eval_strategy=self._t.eval_strategy, eval_steps=self._t.eval_steps)
-        self._log(progress_line(step=state.global_step, total=state.max_steps, rate=rate, loss=self._loss,
+        log.info(progress_line(step=state.global_step, total=state.max_steps, rate=rate, loss=self._loss,
                                 next_round=nxt))
         self._last = now
 
@@ -108,16 +110,16 @@ class ProgressCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             took = self._clock() - self._start
-            self._log(f"progress: done: step {state.global_step}/{state.max_steps} in {duration(took)}")
+            log.info(f"progress: done: step {state.global_step}/{state.max_steps} in {duration(took)}")
 
 
 class PlatformCallback(TrainerCallback):
     """Main process only: job_started when training starts, a metric point per log, the job's
     progress in job_state.json (the parent's job_completed / job_failed carry it)."""
 
-    def __init__(self, cfg, *, log: Callable[[str], None] = lifecycle.log_line):
-        self._calls, self._out, self._log = cfg.platform, cfg.output_dir, log
-        self._sender: lifecycle.MetricsSender | None = None
+    def __init__(self, cfg):
+        self._calls, self._out = cfg.platform, cfg.output_dir
+        self._sender: platform.MetricsSender | None = None
         self._started: threading.Thread | None = None
         self._last: tuple[int, float] = (0, time.monotonic())
 
@@ -126,15 +128,15 @@ class PlatformCallback(TrainerCallback):
             return
         self._batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         self._last = (state.global_step, time.monotonic())
-        lifecycle.write_state(self._out, step=state.global_step, total_steps=state.max_steps)
+        write_state(self._out, step=state.global_step, total_steps=state.max_steps)
         if self._calls is None:
             return
         if self._calls.metrics_on:
-            self._sender = lifecycle.MetricsSender(self._calls, log=self._log)
+            self._sender = platform.MetricsSender(self._calls)
         if self._calls.alerts_on:  # in a thread: a slow alert route must not delay the first step
             self._started = threading.Thread(
-                target=lifecycle.send_alert, args=(self._calls, "job_started"), daemon=True,
-                kwargs={"step": state.global_step, "total_steps": state.max_steps, "log": self._log})
+                target=platform.send_alert, args=(self._calls, "job_started"), daemon=True,
+                kwargs={"step": state.global_step, "total_steps": state.max_steps})
             self._started.start()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -145,14 +147,14 @@ class PlatformCallback(TrainerCallback):
         if step > self._last[0]:
             rate = (step - self._last[0]) * self._batch / max(now - self._last[1], 1e-9)
             self._last = (step, now)
-        point = lifecycle.metric_point(logs, step=step, epoch=state.epoch, total_steps=state.max_steps,
-                                       samples_per_second=rate, gpu=lifecycle.gpu_memory())
+        point = platform.metric_point(logs, step=step, epoch=state.epoch, total_steps=state.max_steps,
+                                       samples_per_second=rate, gpu=platform.gpu_memory())
         if point is None:
             return
         progress = {"step": step, "total_steps": state.max_steps}
         if point["train_loss"] is not None:
             progress["loss"] = point["train_loss"]
-        lifecycle.write_state(self._out, **progress)
+        write_state(self._out, **progress)
         if self._sender is not None:
             self._sender.put(point)
 
@@ -160,9 +162,9 @@ class PlatformCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         if self._started is not None:
-            self._started.join(lifecycle.HTTP_TIMEOUT_S)
+            self._started.join(platform.HTTP_TIMEOUT_S)
         if self._sender is not None:
-            self._log(self._sender.close())
+            log.info(self._sender.close())
 
 
 def callbacks(cfg) -> list[TrainerCallback]:

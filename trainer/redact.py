@@ -1,9 +1,20 @@
-"""What may be printed of a URL: a signed URL's query string (its signature) and a URL's userinfo
-(user:password@) are credentials, so every URL the image prints goes through `redact_url`."""
+"""What may be printed: the one place that hides URLs' credentials and secrets' values.
+
+- A URL's query string (a signed URL's signature) and userinfo (user:password@) are credentials:
+  every URL the image prints goes through `redact_url` (or `redact_text` for the URLs in a text).
+- A secret's value (a key, a token, a database URL and its password) is replaced by a name in any
+  text that may be printed or stored (an exception's message, a server's answer may quote one):
+  `hide` for the secrets a caller holds, `scrub` for every secret variable of the environment.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import os
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from trainer.config.environment import VARIABLES
+
+HIDDEN = "<hidden>"
 
 
 def redact_url(url: str) -> str:
@@ -27,4 +38,34 @@ def redact_text(text: str, urls) -> str:
     """`text` with every one of `urls` (the full, secret-bearing form) replaced by its redacted form."""
     for url in sorted((u for u in urls if u), key=len, reverse=True):  # longest first: one may contain another
         text = text.replace(url, redact_url(url))
+    return text
+
+
+def _forms(secret: str) -> list[str]:
+    """A secret and, for a URL, its password as written and decoded (libpq never prints them; a
+    malformed URL or a server's message might)."""
+    forms = [secret]
+    try:
+        password = urlsplit(secret).password if "://" in secret else None
+    except ValueError:  # a malformed URL (bad port): no password to find; the URL itself is still hidden
+        password = None
+    if password:
+        forms += [password, unquote(password)]
+    return forms
+
+
+def hide(text: str, *secrets: str | None, name: str = HIDDEN) -> str:
+    """`text` with each of `secrets` (and a URL's password) replaced by `name`."""
+    for secret in secrets:
+        for form in _forms(secret) if secret else ():
+            text = text.replace(form, name)
+    return text
+
+
+def scrub(text: str) -> str:
+    """`text` without the value of any secret variable of the environment (`<NAME>` instead)."""
+    for name, (_what, _mode, secret) in VARIABLES.items():
+        value = os.environ.get(name) if secret else None
+        if value and len(value) >= 4:  # the whole value: a short one would hide ordinary words
+            text = text.replace(value, f"<{name}>")
     return text

@@ -16,12 +16,16 @@ from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from trainer import checkpoints, progress
-from trainer.pod import platform as lifecycle
-from trainer.config.load import EXIT_CONFIG, ConfigError, JobConfig, expected_rounds, load_config
+from trainer.child import child_main
+from trainer.config.errors import ConfigError
+from trainer.config.exits import EXIT_CONFIG
+from trainer.config.job import JobConfig, expected_rounds
+from trainer.config.load import load_config
 from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
 from trainer.datacheck import fetch, model_context, record_failure, sources
-from trainer.pod.launch import fsdp_enabled
+from trainer.logs import setup as setup_logging
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
+from trainer.pod.launch import fsdp_enabled
 
 #: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
 COLLECTIVE_TIMEOUT_S = 4 * 3600
@@ -148,6 +152,7 @@ def _from_main(value):
 
 
 def main() -> int:
+    setup_logging()
     hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()  # pod logs are line-oriented
     try:
@@ -260,4 +265,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(lifecycle.child_main(main))
+    sys.exit(child_main(main))

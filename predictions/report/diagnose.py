@@ -260,7 +260,8 @@ def _newest(d: Diagnosis, stored: list[dict[str, Any]]) -> None:
 
 def run_checks(job_id: str | None = None, *, log: Callable[[str], None] = print, http_client=None) -> Diagnosis:
     """Every check, in order; returns the findings. `http_client` replaces the HTTP client (tests)."""
-    from trainer.config.load import ConfigError, load_config
+    from trainer.config.errors import ConfigError
+    from trainer.config.load import load_config
 
     d = Diagnosis(log)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from predictions.report.history import normalise, read_jsonl, spool_rows
-from trainer.config.load import JobConfig
+from trainer.config.job import JobConfig
 
 TABLE = "training_predictions"
 PAGE_ROWS = 1000  # PostgREST's usual max-rows: a bigger page would be cut silently

@@ -82,8 +82,8 @@ def load_job_history(cfg, job_id: str, *, source: str = "auto", threshold: float
 def report_command(cfg, *, job_id: str | None, html: Path | None, source: str, threshold: float,
                    detail: int = 10, log=print, console: Console | None = None) -> int:
     """`entrypoint.py report`: the job's rounds and samples in the terminal, and the HTML file."""
-    from predictions.report.view import print_history, write_html
     from predictions.report.sources import SourceError
+    from predictions.report.view import print_history, write_html
 
     job = job_id or cfg.job_id
     try:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from predictions.store.writers.base import PredictionWriter, WriteError
-from trainer.config.load import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT, JobConfig
+from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT
+from trainer.config.job import JobConfig
 
 
 class DatabaseRefused(Exception):

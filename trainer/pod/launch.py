@@ -7,6 +7,7 @@ The children read their configuration from the environment they inherit: argv ho
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -14,11 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from trainer.config.load import JobConfig
+from trainer.config.job import JobConfig
+
+log = logging.getLogger(__name__)
 
 GRACE_S = 60  # after SIGTERM, how long the children get to stop before SIGKILL
 
@@ -104,7 +106,7 @@ def launch_command(processes: int, precision: str, device: str) -> tuple[list[st
     return cmd, extra
 
 
-def run_children(cmd: list[str], extra_env: dict[str, str], *, log: Callable[[str], None] = print) -> int:
+def run_children(cmd: list[str], extra_env: dict[str, str]) -> int:
     """Run the launch in its own process group; forward SIGTERM / SIGINT to the whole group.
     Returns the children's exit code (128 + signal number when a signal ended them)."""
     env = {**os.environ, **extra_env}
@@ -114,7 +116,7 @@ def run_children(cmd: list[str], extra_env: dict[str, str], *, log: Callable[[st
     child = subprocess.Popen(cmd, env=env, cwd=root, start_new_session=True)
 
     def forward(signum, _frame):
-        log(f"entrypoint: got {signal.Signals(signum).name}; stopping the training processes")
+        log.info(f"entrypoint: got {signal.Signals(signum).name}; stopping the training processes")
         try:
             os.killpg(child.pid, signum)
         except ProcessLookupError:

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from predictions.store.keys import key_role
-from trainer.config.load import VARIABLES, JobConfig, expected_rounds
+from trainer.config.environment import VARIABLES
+from trainer.config.job import JobConfig, expected_rounds
 from trainer.data import holdout_size
 from trainer.datacheck import user_data
 from trainer.fetch import is_url

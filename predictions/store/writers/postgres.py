@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, TypeVar
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import sql
 from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 

@@ -1,0 +1,48 @@
+"""The training process's wrapper: an exception is recorded in the job's state for the parent's
+job_failed (then raised: the traceback stays in the log); a full disk is said plainly, exit 74."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+from trainer.config.exits import EXIT_DISK_FULL
+from trainer.pod.state import record_failure
+
+log = logging.getLogger(__name__)
+
+
+def describe_exception(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip()
+    if type(e).__name__ == "OutOfMemoryError":  # torch's; not imported here (the parent has no torch)
+        return f"out of memory on the GPU: {text} (a smaller per_device_train_batch_size, gradient_checkpointing or LoRA helps)"
+    return text
+
+
+def child_main(main: Callable[[], int]) -> int:
+    """Run a training process's main; an exception is recorded for the parent, then raised (the
+    traceback stays in the log). A full disk is not a bug to debug: it is said plainly, without a
+    traceback, and the process exits with EX_IOERR (74)."""
+    output_dir = Path(os.environ.get("OUTPUT_DIR", "").strip() or os.environ.get("IMAGE_OUTPUT_DIR", "").strip()
+                      or "outputs")  # as trainer/config/load.py resolves it
+    try:
+        return main()
+    except Exception as e:
+        if not _disk_full(e):
+            record_failure(output_dir, describe_exception(e))
+            raise
+        message = (f"disk full: no space left on the device of {output_dir}; free "
+                   f"space or mount a larger volume at OUTPUT_DIR. The predictions written so far are in "
+                   f"{output_dir / 'predictions.jsonl'}; a restart resumes from the last complete checkpoint")
+        log.info(message)
+        record_failure(output_dir, message)
+        return EXIT_DISK_FULL
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC, as an OSError or as a library's own error around it (safetensors raises a
+    SafetensorError that says "No space left on device (os error 28)")."""
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)

@@ -1,0 +1,87 @@
+"""`JobConfig`: everything a run needs, validated once by `load_config` and passed down; and the
+plan it implies (how many prediction rounds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from trainer.config.environment import Environment, Secrets
+from trainer.config.schema import PredictionsConfig, TrainingConfig
+from trainer.demo import DEMO_MODEL
+
+StorageMode = Literal["local", "supabase", "postgres"]
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything a run needs, validated. Secrets stay in `secrets` and print as '**********'."""
+
+    job_id: str
+    user_id: str | None
+    model_name: str
+    dataset_path: str
+    eval_dataset_path: str | None
+    output_dir: Path
+    training: TrainingConfig
+    predictions: PredictionsConfig
+    storage: StorageMode
+    storage_reason: str
+    supabase_url: str | None
+    secrets: Secrets
+    num_processes: int | None
+    env: Environment
+    #: "flat", "platform" (the nested job configuration) or "none" (TRAINING_CONFIG unset)
+    config_shape: str = "none"
+    #: flat key → where its value came from: "default", "demo", "TRAINING_CONFIG" or
+    #: "platform config (training.learning_rate)"; only keys not at their default are listed
+    training_sources: dict[str, str] | None = None
+    predictions_source: str = "default"  # where the predictions block came from
+    notes: tuple[str, ...] = ()  # platform keys without effect here, and why
+    output_dir_source: str = "default"
+    platform: Any = None  # trainer.pod.platform.PlatformCalls: which calls to the platform are on
+
+    @property
+    def is_demo(self) -> bool:
+        return self.model_name == DEMO_MODEL
+
+    @property
+    def has_eval(self) -> bool:
+        return self.eval_dataset_path is not None or self.training.eval_split > 0
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.output_dir / "predictions.jsonl"
+
+    @property
+    def json_schema(self) -> dict[str, Any] | None:
+        """The validators' JSON schema: inline (object or JSON text) or from json_schema_path."""
+        v = self.predictions.validators
+        if v.json_schema is not None:
+            return json.loads(v.json_schema) if isinstance(v.json_schema, str) else v.json_schema
+        return json.loads(Path(v.json_schema_path).read_text()) if v.json_schema_path else None
+
+
+def expected_rounds(cfg: JobConfig, train_rows: int | None, processes: int = 1) -> int | None:
+    """How many prediction rounds the plan makes (None when the dataset size is not known yet)."""
+    p, t = cfg.predictions, cfg.training
+    if not p.enabled:
+        return 0
+    baseline = 1 if p.baseline else 0
+    epochs = math.ceil(t.num_train_epochs)
+    if p.sample_frequency == "epoch" and t.max_steps <= 0:
+        return baseline + epochs
+    if train_rows is None:
+        return None
+    per_epoch = math.ceil(math.ceil(train_rows / (t.per_device_train_batch_size * processes)) / t.gradient_accumulation_steps)
+    total = t.max_steps if t.max_steps > 0 else math.ceil(per_epoch * t.num_train_epochs)
+    if p.sample_frequency == "steps":
+        return baseline + total // p.step_interval
+    if p.sample_frequency == "epoch":
+        return baseline + math.ceil(total / max(per_epoch, 1))
+    if t.eval_strategy == "epoch":
+        return baseline + epochs
+    return baseline + total // (t.eval_steps or 1)

@@ -1,0 +1,62 @@
+"""The job's state on the volume: OUTPUT_DIR/job_state.json ({job_id, status: running | completed |
+failed, exit_code, error, time, step, total_steps, loss, attempt}). It lets a restarted pod
+recognise a job that already ended (trainer/pod/job.py): on RunPod a container that exits is
+started again, a restart loop otherwise. Written atomically; secrets scrubbed from errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trainer.redact import scrub
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "job_state.json"
+MAX_ERROR_CHARS = 4000  # the platform stores error_message in the job row
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_state(output_dir: Path) -> dict | None:
+    """OUTPUT_DIR/job_state.json, or None when there is none (or it is unreadable: then it says so)."""
+    path = Path(output_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError) as e:
+        log.info(f"job state: {path} is unreadable ({e}); treated as absent")
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def write_state(output_dir: Path, *, replace: bool = False, **fields: Any) -> dict:
+    """Merge `fields` into job_state.json (or replace it), atomically: a pod killed mid-write
+    leaves the old file, never a torn one. An OUTPUT_DIR that cannot be written (the reason the
+    pod is stopping, say) is logged: the state is lost, the alert that follows is still sent."""
+    output_dir = Path(output_dir)
+    state = {} if replace else (read_state(output_dir) or {})
+    state.update(fields, time=_now())
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = output_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(state, indent=1) + "\n")
+        os.replace(tmp, output_dir / STATE_FILE)
+    except OSError as e:
+        log.info(f"job state: cannot write {output_dir / STATE_FILE} ({e.strerror or e}); not kept on the volume")
+    return state
+
+
+def record_failure(output_dir: Path, error: str) -> None:
+    """A training process's error, for the parent's job_failed. The first error of an attempt
+    wins: it is the cause; the other ranks' errors follow from it."""
+    state = read_state(output_dir) or {}
+    if not state.get("error"):
+        write_state(output_dir, error=scrub(error)[-MAX_ERROR_CHARS:])
