@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from trainer.config.job import JobConfig
+from trainer.redact import hide
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def upload_to_hub(cfg: JobConfig) -> bool:
     # The Hub client raises HTTP errors, OSError and ValueError alike; none of them may fail a
     # job whose model is trained and saved.
     except Exception as e:  # noqa: BLE001
-        message = f"{type(e).__name__}: {e}".replace(token, "***").splitlines()[0][:500]
+        message = hide(f"{type(e).__name__}: {e}", token, name="<HF_TOKEN>").splitlines()[0][:500]
         log.info(f"hub upload: FAILED ({message}); the model stays in {folder}")
         return False
     log.info(f"hub upload: done: https://huggingface.co/{calls.hf_repo}")
