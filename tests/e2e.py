@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import descendants
 from trainer.config.environment import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,22 +59,9 @@ def spool_rows(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            child = int(stat.parent.name)
-            found += [child, *_children(child)]
-    return found
-
-
 def kill_tree_hard(proc: subprocess.Popen) -> None:
     """SIGKILL the entrypoint and every process under it, as a dying pod would."""
-    for pid in [proc.pid, *_children(proc.pid)]:
+    for pid in [proc.pid, *descendants(proc.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

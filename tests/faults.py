@@ -10,7 +10,6 @@ printed are counted on top.
 from __future__ import annotations
 
 import http.server
-import os
 import subprocess
 import sys
 import threading
@@ -128,18 +127,3 @@ class FileServer:
 
     def close(self) -> None:
         self.httpd.shutdown()
-
-
-def processes_with(marker: str) -> list[int]:
-    """Processes (other than this one) whose environment holds `marker` (an OUTPUT_DIR, say)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 import time
 
@@ -109,13 +108,5 @@ class PlatformDouble:
 
     def close(self) -> None:
         self.httpd.shutdown()
-
-
-def refused_url(path: str = "") -> str:
-    """A loopback URL nothing listens on (the port was free a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}{path}"
 
 

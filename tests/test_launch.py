@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.e2e import QUICK_TRAINING, ROOT, _children, job_env, wait_for
+from tests.e2e import QUICK_TRAINING, ROOT, job_env, wait_for
+from tests.procs import alive, descendants
 from trainer.pod.launch import launch_command, strategy_refusal
 
 
@@ -45,18 +46,10 @@ def test_sigterm_is_forwarded_and_the_pod_stops_cleanly(tmp_path):
     for line in proc.stdout:
         if line.startswith("{'loss'"):  # training is under way
             break
-    children = _children(proc.pid)
+    children = descendants(proc.pid)
     assert children
     proc.send_signal(signal.SIGTERM)
     rest = proc.stdout.read()
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert "got SIGTERM; stopping the training processes" in rest
-    assert wait_for(lambda: not any(_alive(pid) for pid in children), timeout=30)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert wait_for(lambda: not any(alive(pid) for pid in children), timeout=30)

@@ -9,7 +9,8 @@ import pytest
 from pydantic import SecretStr
 
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
-from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble, refused_url
+from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
+from tests.ports import refused_url
 from trainer.child import child_main
 from trainer.config.calls import PlatformCalls
 from trainer.config.errors import ConfigError
