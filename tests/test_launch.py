@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, wait_for
+from tests.env import set_job_env
 from tests.procs import alive, descendants
 from trainer.pod.launch import launch_command, strategy_refusal
 
@@ -24,8 +25,8 @@ def test_launch_command_cpu_and_multi_process():
 
 
 def test_fsdp_gets_fsdp2_defaults_and_is_refused_on_cpu_processes(monkeypatch):
-    for name in ("FSDP_VERSION", "FSDP_AUTO_WRAP_POLICY"):
-        monkeypatch.delenv(name, raising=False)
+    # not the job's variables but the launcher's: the FSDP defaults launch_command fills in
+    set_job_env(monkeypatch, None, clear=("FSDP_VERSION", "FSDP_AUTO_WRAP_POLICY"))
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")  # the job's own choice is kept
     _, extra = launch_command(2, "bf16", "cuda")
