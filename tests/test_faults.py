@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, wait_for
-from tests.faults import CANARY, Ended, FileServer, judge, run
+from tests.faults import CANARY, Ended, judge, run
+from tests.http_servers import FileServer
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
 from tests.ports import free_port
 from tests.procs import processes_with
@@ -69,7 +70,7 @@ def server():
     s = FileServer(
         {"/d/train.jsonl.gz": gzip.compress(JSONL), "/d/encoded.jsonl": gzip.compress(JSONL),
          "/d/damaged.jsonl": gzip.compress(BOM + lines_with(b"{not json", 4))},
-        gzip_encoded={"/d/encoded.jsonl", "/d/damaged.jsonl"}, refuse={"/d/expired.jsonl.gz"})
+        gzip_encoded={"/d/encoded.jsonl", "/d/damaged.jsonl"}, refuse={"/d/expired.jsonl.gz"}, canary=CANARY)
     yield s
     s.close()
 
@@ -288,19 +289,18 @@ class Misbehaving:
 
 
 def _supabase_case(tmp_path, mode: str) -> tuple[Ended, list]:
-    from tests.postgrest_double import PostgrestDouble
-    from tests.test_supabase_e2e import serve
+    from tests.postgrest_double import PostgrestDouble, serve
 
     table = PostgrestDouble()
     server = serve(Misbehaving(table, mode))
     predictions = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 2,
                    "max_new_tokens": 4, "baseline": False, "write_timeout_s": 1}
-    env = env_for(tmp_path, SUPABASE_URL=f"http://127.0.0.1:{server.server_port}",
+    env = env_for(tmp_path, SUPABASE_URL=server.url,
                   SUPABASE_SERVICE_KEY=f"sb_secret_{CANARY}", PREDICTIONS_CONFIG=predictions)
     try:
         return run(env, timeout=400), [k for k in table.keys() if k[0] == JOB]
     finally:
-        server.shutdown()
+        server.close()
 
 
 @pytest.mark.slow
