@@ -1,6 +1,6 @@
 """Shared fixtures. Capability fixtures live in their own modules, registered here."""
 
-pytest_plugins = ["tests.pg"]
+pytest_plugins = ["tests.pg", "tests.env"]
 
 
 def pytest_unconfigure(config) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config.environment import VARIABLES
+from tests.env import job_env as job_env  # the subprocess environment: callers import it from here too
+from tests.procs import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,15 +22,6 @@ QUICK_TRAINING = {
     "max_steps": 40, "learning_rate": 2e-3, "per_device_train_batch_size": 16, "max_seq_length": 32,
     "save_strategy": "steps", "save_steps": 10, "save_total_limit": 5, "logging_steps": 10, "eval_strategy": "no",
 }
-
-
-def job_env(output_dir: Path, **values) -> dict[str, str]:
-    """The test process's environment without any of the job's variables, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES and not k.startswith("ACCELERATE_")}
-    env["OUTPUT_DIR"] = str(output_dir)
-    for k, v in values.items():
-        env[k] = v if isinstance(v, str) else json.dumps(v)
-    return env
 
 
 def run_entrypoint(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -58,22 +50,9 @@ def spool_rows(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            child = int(stat.parent.name)
-            found += [child, *_children(child)]
-    return found
-
-
 def kill_tree_hard(proc: subprocess.Popen) -> None:
     """SIGKILL the entrypoint and every process under it, as a dying pod would."""
-    for pid in [proc.pid, *_children(proc.pid)]:
+    for pid in [proc.pid, *descendants(proc.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -9,11 +9,8 @@ printed are counted on top.
 
 from __future__ import annotations
 
-import http.server
-import os
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 
 import pytest
@@ -86,60 +83,3 @@ def judge(ended: Ended, *, code: int, says: list[str], lost: int = 0, handled: b
     assert not missing, f"not printed: {missing}\n{out[-4000:]}"
     assert CANARY not in out, "a secret was printed"
     assert lost == 0, f"{lost} rows lost"
-
-
-class FileServer:
-    """Loopback HTTP: serves `files` by path (query ignored), optionally with Content-Encoding:
-    gzip; `refuse` paths answer 403 like an expired signed storage URL."""
-
-    def __init__(self, files: dict[str, bytes], *, gzip_encoded: set[str] = frozenset(), refuse: set[str] = frozenset()):
-        outer = self
-        self.hits: list[str] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 — the stdlib's name
-                path = self.path.split("?")[0]
-                outer.hits.append(path)
-                if path in refuse:
-                    body = b'{"statusCode":"403","error":"InvalidJWT","message":"jwt expired"}'
-                    self.send_response(403)
-                elif path in files:
-                    body = files[path]
-                    self.send_response(200)
-                    if path in gzip_encoded:
-                        self.send_header("Content-Encoding", "gzip")
-                else:
-                    body = b"not found"
-                    self.send_response(404)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                return None
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def signed(self, path: str) -> str:
-        """A signed-looking URL of `path`: a token in the query and userinfo, both canaries."""
-        return f"{self.url.replace('://', f'://user:{CANARY}@')}{path}?token={CANARY}-signature"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-
-
-def processes_with(marker: str) -> list[int]:
-    """Processes (other than this one) whose environment holds `marker` (an OUTPUT_DIR, say)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found

@@ -16,7 +16,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.ports import free_port
 
 PASSWORD = "pg-test-password"
 USER = "postgres"
@@ -53,12 +54,6 @@ def _bin_dir() -> Path | None:
         return Path(found[-1]).parent
     pg_ctl = shutil.which("pg_ctl")
     return Path(pg_ctl).parent if pg_ctl else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until_ready(url: str, timeout_s: float = 60) -> None:
@@ -104,7 +99,7 @@ class LocalPostgres(_Server):
         self.bin_dir = bin_dir
         self.root = Path(tempfile.mkdtemp(prefix="pg-test-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_postgres = os.geteuid() == 0  # root may not run the server; the postgres user may
         pwfile = self.root / "pw"
         pwfile.write_text(PASSWORD + "\n")
@@ -155,7 +150,7 @@ class ContainerPostgres(_Server):
             from testcontainers.postgres import PostgresContainer
 
         # A fixed host port, so that stop() / start() keeps the URLs the tests already hold.
-        self.port = _free_port()
+        self.port = free_port()
         container = PostgresContainer("postgres:15", username=USER, password=PASSWORD)
         self.container = container.with_bind_ports(5432, self.port).start()
         self.host = self.container.get_container_host_ip()

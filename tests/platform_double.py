@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
-import threading
 import time
+
+from tests.http_servers import LoopbackServer
 
 METRICS_PATH, ALERT_PATH = "/api/training/local/metrics", "/api/alerts/trigger"
 ALERT_TYPES = {"job_started", "job_completed", "job_failed", "job_cancelled", "gpu_oom", "disk_warning",
@@ -97,9 +97,8 @@ class PlatformDouble:
             def log_message(self, *args):
                 return None
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler)
+        self.url = self.server.url
 
     def points(self) -> list[dict]:
         return [p for body in self.metrics for p in body["metrics"]]
@@ -108,14 +107,6 @@ class PlatformDouble:
         return [a["type"] for a in self.alerts]
 
     def close(self) -> None:
-        self.httpd.shutdown()
-
-
-def refused_url(path: str = "") -> str:
-    """A loopback URL nothing listens on (the port was free a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}{path}"
+        self.server.close()
 
 

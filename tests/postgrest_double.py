@@ -13,11 +13,15 @@ as PostgREST and Postgres would, and answers with their codes:
 - GET …?select=…&job_id=eq.J&step=eq.S — the matching rows; DELETE with eq filters.
 
 `after_insert` may raise an exception once the rows are stored (a response lost to a timeout).
+The double answers httpx requests (an httpx.MockTransport handler); `serve()` puts it (or a
+handler wrapping it) behind a real HTTP server, where a raised LostResponse drops the connection.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import uuid
 from typing import Any, Callable
 from urllib.parse import parse_qs
@@ -25,6 +29,7 @@ from urllib.parse import parse_qs
 import httpx
 
 from predictions.store.rows import PLATFORM_COLUMNS
+from tests.http_servers import LoopbackServer
 
 NOT_NULL = {"job_id", "user_id", "epoch", "step", "sample_index", "prompt", "prediction"}
 KEY = ("job_id", "step", "sample_index")
@@ -133,6 +138,44 @@ class PostgrestDouble:
             self.after_insert()
         return httpx.Response(201)
 
+    def serve(self) -> LoopbackServer:
+        """This double behind a real HTTP server (see `serve`)."""
+        return serve(self)
+
     def keys(self) -> list[tuple]:
         """(job_id, step, sample_index) of every stored row, sorted; a duplicate shows twice."""
         return sorted(tuple(r[k] for k in KEY) for r in self.rows)
+
+
+class LostResponse(Exception):
+    """Raised by a served handler after an insert landed: the server closes the connection unanswered."""
+
+
+def serve(handler: Callable[[httpx.Request], httpx.Response]) -> LoopbackServer:
+    """`handler` (a PostgrestDouble, or a handler wrapping one) behind a real HTTP server on a free
+    loopback port, one request at a time; close() stops it."""
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            request = httpx.Request(self.command, f"http://double{self.path}", headers=dict(self.headers.items()),
+                                    content=body)
+            try:
+                with lock:
+                    response = handler(request)
+            except LostResponse:
+                self.close_connection = True  # the client sees the connection drop
+                return
+            self.send_response(response.status_code)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(response.content)))
+            self.end_headers()
+            self.wfile.write(response.content)
+
+        do_GET = do_POST = do_DELETE = _any
+
+        def log_message(self, *args) -> None:  # quiet: the tests assert on the table, not on this log
+            return
+
+    return LoopbackServer(Handler)

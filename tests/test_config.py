@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config.environment import VARIABLES
+from tests.env import job_env, set_job_env
 from trainer.config.errors import ConfigError
 from trainer.config.exits import EXIT_CONFIG
 from trainer.config.job import expected_rounds
@@ -21,17 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
+def env(job_environ, monkeypatch, tmp_path):
     """A clean environment with a small real dataset; returns a setter."""
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    job_environ()
     data = tmp_path / "train.jsonl"
     data.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n")
-    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
 
     def set_(**values):
-        for k, v in values.items():
-            monkeypatch.setenv(k, v if isinstance(v, str) else json.dumps(v))
+        set_job_env(monkeypatch, None, clear=(), **values)  # on top of what is set: nothing cleared
         return load_config
 
     set_.data = str(data)
@@ -137,8 +134,7 @@ def test_expected_rounds(env):
 
 
 def test_entrypoint_exits_with_the_config_code_before_loading_anything(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    env.update(TRAINING_CONFIG='{"learning_rate": "fast"}', OUTPUT_DIR=str(tmp_path / "out"))
+    env = job_env(tmp_path / "out", TRAINING_CONFIG='{"learning_rate": "fast"}')
     code = "import entrypoint, sys; rc = entrypoint.main([]); assert 'torch' not in sys.modules; sys.exit(rc)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == EXIT_CONFIG, proc.stdout + proc.stderr
@@ -162,9 +158,8 @@ def test_sharded_strategies_that_cannot_generate_are_refused_up_front_naming_the
 
 def test_every_problem_is_reported_at_once(tmp_path):
     """Several mistakes in several variables: one message naming each, exit 78, nothing loaded."""
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    env.update(
-        OUTPUT_DIR=str(tmp_path / "out"), MODEL_NAME="my/model", DATASET_PATH="/nope.jsonl",
+    env = job_env(
+        tmp_path / "out", MODEL_NAME="my/model", DATASET_PATH="/nope.jsonl",
         TRAINING_CONFIG='{"learning_rate": "fast", "epochs": 3, "lr_scheduler_type": "cosine_annealing"}',
         PREDICTIONS_CONFIG='{"enabled": true, "sample_count": 0, "sample_frequency": "hourly"}',
         SUPABASE_URL="https://x.supabase.co", NUM_PROCESSES="two",

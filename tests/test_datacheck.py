@@ -11,7 +11,6 @@ import pytest
 
 import trainer.datacheck as datacheck
 from tests.e2e import ROOT, job_env
-from trainer.config.environment import VARIABLES
 from trainer.config.load import load_config
 from trainer.data import DataError
 from trainer.datacheck import RunRefused, check_data, check_machine, recorded_failure
@@ -20,14 +19,10 @@ ROWS = [{"prompt": f"say {w}", "completion": w} for w in "red cat blue dog fox o
 
 
 @pytest.fixture
-def job(monkeypatch, tmp_path):
+def job(job_environ):
     """load_config() with only the given variables set (and OUTPUT_DIR under tmp_path)."""
     def make(**values):
-        for name in VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
-        for k, v in values.items():
-            monkeypatch.setenv(k, v if isinstance(v, str) else json.dumps(v))
+        job_environ(**values)
         return load_config()
     return make
 

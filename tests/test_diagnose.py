@@ -15,7 +15,6 @@ from predictions.report.diagnose import run_checks
 from predictions.store.rows import ROW_COLUMNS
 from tests.test_history import new_row
 from tests.test_supabase_writer import jwt
-from trainer.config.environment import VARIABLES
 
 URL = "https://project.supabase.co"
 SECRET = "sb_secret_canary-0123456789"
@@ -58,14 +57,9 @@ def stored_rows() -> list[dict]:
 
 
 @pytest.fixture
-def supabase_env(monkeypatch, tmp_path):
+def supabase_env(job_environ):
     def use(key: str):
-        for name in VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        for k, v in {"SUPABASE_URL": URL, "SUPABASE_SERVICE_KEY": key, "JOB_ID": JOB, "USER_ID": OWNER,
-                     "OUTPUT_DIR": str(tmp_path / "out")}.items():
-            monkeypatch.setenv(k, v)
-        return tmp_path / "out"
+        return job_environ(SUPABASE_URL=URL, SUPABASE_SERVICE_KEY=key, JOB_ID=JOB, USER_ID=OWNER)
     return use
 
 
@@ -132,13 +126,9 @@ def test_diagnose_through_the_entrypoint_never_prints_a_secret(tmp_path):
     assert bad.returncode == 1 and "[FAIL] configuration: TRAINING_CONFIG.epochs: unknown key" in bad.stdout
 
 
-def test_an_unreachable_database_url_is_a_failure_without_its_password(monkeypatch, tmp_path):
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+def test_an_unreachable_database_url_is_a_failure_without_its_password(job_environ):
     password = "pw-canary-0123456789"
-    for k, v in {"SUPABASE_DB_URL": f"postgresql://writer:{password}@127.0.0.1:9/postgres", "JOB_ID": JOB,
-                 "USER_ID": OWNER, "OUTPUT_DIR": str(tmp_path / "out")}.items():
-        monkeypatch.setenv(k, v)
+    job_environ(SUPABASE_DB_URL=f"postgresql://writer:{password}@127.0.0.1:9/postgres", JOB_ID=JOB, USER_ID=OWNER)
     lines: list[str] = []
     d = run_checks(log=lines.append)
     assert d.findings[-1].check == "database" and d.findings[-1].status == "fail"

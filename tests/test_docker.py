@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, spool_rows, wait_for
+from tests.procs import processes_with
 from trainer.checkpoints import MARKER
 from trainer.demo import DEMO_TRAINING
 
@@ -200,7 +201,7 @@ def test_docker_stop_keeps_the_spool_and_a_second_run_resumes(docker_env, image,
         # had it hung, docker would have killed it after 60 s (137).
         assert (state["ExitCode"], state["OOMKilled"]) == (143, False), log[-3000:]
         assert "entrypoint: got SIGTERM; stopping the training processes" in log
-        assert not _processes_of(full_id), "processes of the stopped container are still running"
+        assert not processes_with(full_id, "cgroup"), "processes of the stopped container are still running"
     finally:
         docker(docker_env, "rm", "-f", name)
 
@@ -216,15 +217,3 @@ def test_docker_stop_keeps_the_spool_and_a_second_run_resumes(docker_env, image,
     keys = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
     assert set(keys) == EXPECTED  # the same set as an uninterrupted run
     assert sum(n - 1 for n in keys.values()) < PREDICTIONS["sample_count"]  # at most the stopped round again
-
-
-def _processes_of(container_id: str) -> list[int]:
-    """Host processes still in the container's cgroup."""
-    found = []
-    for cgroup in Path("/proc").glob("[0-9]*/cgroup"):
-        try:
-            if container_id in cgroup.read_text():
-                found.append(int(cgroup.parent.name))
-        except OSError:
-            continue  # the process ended while we looked
-    return found

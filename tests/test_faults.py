@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,8 +21,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, wait_for
-from tests.faults import CANARY, Ended, FileServer, judge, processes_with, run
+from tests.faults import CANARY, Ended, judge, run
+from tests.http_servers import FileServer
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
+from tests.ports import free_port
+from tests.procs import processes_with
 from trainer.checkpoints import MARKER
 
 pytestmark = pytest.mark.faults
@@ -68,7 +70,7 @@ def server():
     s = FileServer(
         {"/d/train.jsonl.gz": gzip.compress(JSONL), "/d/encoded.jsonl": gzip.compress(JSONL),
          "/d/damaged.jsonl": gzip.compress(BOM + lines_with(b"{not json", 4))},
-        gzip_encoded={"/d/encoded.jsonl", "/d/damaged.jsonl"}, refuse={"/d/expired.jsonl.gz"})
+        gzip_encoded={"/d/encoded.jsonl", "/d/damaged.jsonl"}, refuse={"/d/expired.jsonl.gz"}, canary=CANARY)
     yield s
     s.close()
 
@@ -162,19 +164,13 @@ def test_impossible_process_count(count, tmp_path):
 
 
 # The database, in postgres mode.
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _postgres_env(tmp_path: Path, db_url: str) -> dict[str, str]:
     return env_for(tmp_path, SUPABASE_DB_URL=db_url, JOB_ID="33333333-3333-4333-8333-333333333333",
                    USER_ID="11111111-1111-4111-8111-111111111111")
 
 
 def test_database_down_from_the_start(tmp_path):
-    url = f"postgresql://postgres:{CANARY}@127.0.0.1:{_closed_port()}/postgres"
+    url = f"postgresql://postgres:{CANARY}@127.0.0.1:{free_port()}/postgres"
     judge(run(_postgres_env(tmp_path, url)), code=76, says=["SUPABASE_DB_URL", "cannot connect"])
 
 
@@ -293,19 +289,18 @@ class Misbehaving:
 
 
 def _supabase_case(tmp_path, mode: str) -> tuple[Ended, list]:
-    from tests.postgrest_double import PostgrestDouble
-    from tests.test_supabase_e2e import serve
+    from tests.postgrest_double import PostgrestDouble, serve
 
     table = PostgrestDouble()
     server = serve(Misbehaving(table, mode))
     predictions = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 2,
                    "max_new_tokens": 4, "baseline": False, "write_timeout_s": 1}
-    env = env_for(tmp_path, SUPABASE_URL=f"http://127.0.0.1:{server.server_port}",
+    env = env_for(tmp_path, SUPABASE_URL=server.url,
                   SUPABASE_SERVICE_KEY=f"sb_secret_{CANARY}", PREDICTIONS_CONFIG=predictions)
     try:
         return run(env, timeout=400), [k for k in table.keys() if k[0] == JOB]
     finally:
-        server.shutdown()
+        server.close()
 
 
 @pytest.mark.slow

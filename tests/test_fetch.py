@@ -2,59 +2,20 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
 
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint, spool_rows
+from tests.http_servers import FileServer
 from trainer.demo import TRAIN_FILE
 from trainer.fetch import DownloadError, local_path
 from trainer.redact import redact_url
 
 
-class Server:
-    """A loopback HTTP server with a script of answers per path."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files, self.hits, self.fail_first = files, [], {}
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 — the stdlib's name
-                path = self.path.split("?")[0]
-                outer.hits.append(self.path)
-                failures = outer.fail_first.get(path, 0)
-                if failures:
-                    outer.fail_first[path] = failures - 1
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                body = outer.files.get(path)
-                if body is None:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                return None  # keep the test output clean
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-
-
 @pytest.fixture
 def server():
-    s = Server({"/data/train.jsonl": TRAIN_FILE.read_bytes()[:20_000].rsplit(b"\n", 1)[0] + b"\n"})
+    s = FileServer({"/data/train.jsonl": TRAIN_FILE.read_bytes()[:20_000].rsplit(b"\n", 1)[0] + b"\n"})
     yield s
     s.close()
 

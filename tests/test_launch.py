@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from tests.e2e import QUICK_TRAINING, ROOT, _children, job_env, wait_for
+from tests.e2e import QUICK_TRAINING, ROOT, job_env, wait_for
+from tests.env import set_job_env
+from tests.procs import alive, descendants
 from trainer.pod.launch import launch_command, strategy_refusal
 
 
@@ -23,8 +25,8 @@ def test_launch_command_cpu_and_multi_process():
 
 
 def test_fsdp_gets_fsdp2_defaults_and_is_refused_on_cpu_processes(monkeypatch):
-    for name in ("FSDP_VERSION", "FSDP_AUTO_WRAP_POLICY"):
-        monkeypatch.delenv(name, raising=False)
+    # not the job's variables but the launcher's: the FSDP defaults launch_command fills in
+    set_job_env(monkeypatch, None, clear=("FSDP_VERSION", "FSDP_AUTO_WRAP_POLICY"))
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")  # the job's own choice is kept
     _, extra = launch_command(2, "bf16", "cuda")
@@ -45,18 +47,10 @@ def test_sigterm_is_forwarded_and_the_pod_stops_cleanly(tmp_path):
     for line in proc.stdout:
         if line.startswith("{'loss'"):  # training is under way
             break
-    children = _children(proc.pid)
+    children = descendants(proc.pid)
     assert children
     proc.send_signal(signal.SIGTERM)
     rest = proc.stdout.read()
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert "got SIGTERM; stopping the training processes" in rest
-    assert wait_for(lambda: not any(_alive(pid) for pid in children), timeout=30)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert wait_for(lambda: not any(alive(pid) for pid in children), timeout=30)

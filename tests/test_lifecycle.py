@@ -9,7 +9,9 @@ import pytest
 from pydantic import SecretStr
 
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
-from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble, refused_url
+from tests.env import set_job_env
+from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
+from tests.ports import refused_url
 from trainer.child import child_main
 from trainer.config.calls import PlatformCalls
 from trainer.config.errors import ConfigError
@@ -155,23 +157,14 @@ def test_a_configuration_error_is_sent_as_job_failed(platform, tmp_path):
     ({"HF_REPO_NAME": "someone/model"}, "HF_TOKEN"),
 ])
 def test_a_half_set_pair_is_a_configuration_error_naming_the_missing_one(monkeypatch, tmp_path, values, missing):
-    for name in ("METRICS_API_URL", "JOB_TOKEN", "ALERT_API_URL", "INTERNAL_API_KEY", "HF_TOKEN", "HF_REPO_NAME",
-                 "JOB_ID", "USER_ID", "TRAINING_CONFIG", "PREDICTIONS_CONFIG", "DATASET_PATH", "MODEL_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path))
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
+    set_job_env(monkeypatch, tmp_path, **values)
     with pytest.raises(ConfigError) as e:
         load_config()
     assert e.value.variable == missing
 
 
 def config_for(monkeypatch, tmp_path, **values):
-    for name in ("TRAINING_CONFIG", "PREDICTIONS_CONFIG", "DATASET_PATH", "MODEL_NAME", "HF_TOKEN", "HF_REPO_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path))
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
+    set_job_env(monkeypatch, tmp_path, **values)
     return load_config()
 
 

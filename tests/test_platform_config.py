@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import job_env, run_entrypoint, spool_rows
-from trainer.config.environment import VARIABLES
 from trainer.config.errors import ConfigError
 from trainer.config.load import load_config
 
@@ -39,15 +38,11 @@ EXPECTED = {
 
 
 @pytest.fixture
-def platform_env(monkeypatch, tmp_path):
+def platform_env(job_environ, monkeypatch, tmp_path):
     """The environment a platform pod gets (no MODEL_NAME: the configuration's model.name)."""
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
     data = tmp_path / "dataset.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": "a"}) + "\n" for i in range(20)))
-    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
-    monkeypatch.setenv("DATASET_URL", str(data))
-    monkeypatch.setenv("JOB_ID", "job_abc123")  # the platform's job ids are text
+    job_environ(DATASET_URL=str(data), JOB_ID="job_abc123")  # the platform's job ids are text
 
     def load(config: dict):
         monkeypatch.setenv("TRAINING_CONFIG", json.dumps(config))

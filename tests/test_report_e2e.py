@@ -14,6 +14,7 @@ import pytest
 from predictions.report.diagnose import FIX_MIGRATE, FIX_POLICY, run_checks
 from predictions.report.history import spool_rows
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
+from tests.env import set_job_env
 from trainer.config.environment import VARIABLES
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -105,11 +106,7 @@ def test_diagnose_finds_rounds_only_in_the_spool_and_replay_fixes_it(run):
 
 
 def use_env(monkeypatch, out, url):
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    for k, v in env_for(out, url).items():
-        if k in VARIABLES:
-            monkeypatch.setenv(k, v)
+    set_job_env(monkeypatch, out, **{k: v for k, v in env_for(out, url).items() if k in VARIABLES})
 
 
 def findings(d) -> dict[str, tuple[str, str | None]]:

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from tests.e2e import ROOT
+from tests.env import set_job_env
 from trainer.config.environment import VARIABLES
 from trainer.config.errors import ConfigError
 from trainer.config.load import load_config
@@ -108,10 +109,7 @@ def test_supabase_comes_from_one_source_and_hf_token_from_a_secret():
 
 
 def _load(monkeypatch, env: dict[str, str]):
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    set_job_env(monkeypatch, None, **env)  # no OUTPUT_DIR of ours: the template's env sets it
     return load_config()
 
 

@@ -117,7 +117,7 @@ SIGNED = f"?token={CANARY}-signature&X-Amz-Signature={CANARY}"
 def test_a_signed_url_is_never_printed(where, tmp_path):
     """A signed URL (its query is the credential; userinfo too) given as the dataset or the samples
     file: `check` downloads and reads it, and prints where it came from without the signature."""
-    from tests.faults import FileServer
+    from tests.http_servers import FileServer
     from trainer.demo import TRAIN_FILE
 
     data = TRAIN_FILE.read_bytes()[:4000].rsplit(b"\n", 1)[0] + b"\n"

@@ -5,56 +5,18 @@ stored exactly once — also the round whose response was lost after its insert 
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
-from tests.postgrest_double import PostgrestDouble
+from tests.postgrest_double import LostResponse, PostgrestDouble
 
 pytestmark = pytest.mark.slow
 
 JOB, OWNER = "33333333-3333-4333-8333-333333333333", "11111111-1111-4111-8111-111111111111"
 PREDICTIONS = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6,
                "baseline": False}  # the demo's baseline round stays unless named
-
-
-class LostResponse(Exception):
-    """Raised by the double after an insert landed: the server closes the connection unanswered."""
-
-
-def serve(table: PostgrestDouble) -> ThreadingHTTPServer:
-    """The double behind a real HTTP server on a free loopback port (one request at a time)."""
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _any(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            request = httpx.Request(self.command, f"http://double{self.path}", headers=dict(self.headers.items()),
-                                    content=body)
-            try:
-                with lock:
-                    response = table(request)
-            except LostResponse:
-                self.close_connection = True  # the client sees the connection drop
-                return
-            self.send_response(response.status_code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(response.content)))
-            self.end_headers()
-            self.wfile.write(response.content)
-
-        do_GET = do_POST = do_DELETE = _any
-
-        def log_message(self, *args) -> None:  # quiet: the test asserts on the table, not on this log
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def test_a_run_into_the_platforms_table_as_it_is_stores_every_row_once(tmp_path):
@@ -67,14 +29,14 @@ def test_a_run_into_the_platforms_table_as_it_is_stores_every_row_once(tmp_path)
             raise lost.pop()
 
     table = PostgrestDouble(after_insert=lose_the_second_rounds_response)
-    server = serve(table)
+    server = table.serve()
     try:
-        env = job_env(tmp_path / "out", SUPABASE_URL=f"http://127.0.0.1:{server.server_port}",
+        env = job_env(tmp_path / "out", SUPABASE_URL=server.url,
                       SUPABASE_SERVICE_KEY="sb_secret_e2e-test-key", JOB_ID=JOB, USER_ID=OWNER,
                       TRAINING_CONFIG={**QUICK_TRAINING, "save_strategy": "no"}, PREDICTIONS_CONFIG=PREDICTIONS)
         proc = run_entrypoint(env)
     finally:
-        server.shutdown()
+        server.close()
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "table: training_predictions lacks 7 column(s) this image writes: epoch_progress" in log
