@@ -85,6 +85,7 @@ class RankGroup:
             return [value]
         import torch.distributed as dist
 
+        # Not accelerate's gather_object: without accelerate's state (a torch.distributed.run worker) it gathers none.
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, value)
         return out
