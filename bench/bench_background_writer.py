@@ -45,7 +45,7 @@ def main() -> None:
         inline.write(rows)
     inline_s = time.perf_counter() - start
 
-    background = BackgroundWriter(SlowWriter(opts.write_ms / 1000), log=lambda _m: None)
+    background = BackgroundWriter(SlowWriter(opts.write_ms / 1000))
     start = time.perf_counter()
     for _ in range(opts.rounds):
         background.submit(rows)

@@ -73,7 +73,7 @@ def measure(opts) -> None:
 
     written = Rows() if rank == 0 else None
     rounds = PredictionRounds(samples, tokenizer, settings, job_id="bench", user_id=None, local=written,
-                              log=lambda _m: None, group=RankGroup(rank, world))
+                              group=RankGroup(rank, world))
     for step in range(opts.rounds + 1):  # round 0 warms up
         rounds.run(model, step=step, epoch=0.0)
     if rank == 0:

@@ -26,6 +26,7 @@ lockstep is checked first and exchanged like a share's error.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -33,7 +34,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -41,6 +42,8 @@ from predictions.generator import SampleFailure, batch_count, generate_predictio
 from predictions.scorer import mean_scores, score
 from predictions.store.rows import Generation, Sample, Scores, make_row
 from trainer.config.schema import PredictionsConfig
+
+log = logging.getLogger(__name__)
 
 #: The rounds log, next to the spool: one JSON object per round attempt (see `round_record`).
 ROUNDS_LOG_NAME = "prediction_rounds.jsonl"
@@ -82,6 +85,7 @@ class RankGroup:
             return [value]
         import torch.distributed as dist
 
+        # Not accelerate's gather_object: without accelerate's state (a torch.distributed.run worker) it gathers none.
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, value)
         return out
@@ -103,17 +107,17 @@ def split_samples(lengths: Sequence[int], world_size: int) -> list[list[int]]:
     return [sorted(share) for share in shares]
 
 
-def with_prompts(triples: Sequence[tuple[int, str, str]], tokenizer, *, log: Callable[[str], None] = print,
-                    what: str = "samples") -> list[tuple[int, str, str]]:
+def with_prompts(triples: Sequence[tuple[int, str, str]], tokenizer, *, what: str = "samples",
+                 quiet: bool = False) -> list[tuple[int, str, str]]:
     """The (source_index, prompt, ground_truth) triples a round can generate for: a prompt that
     tokenises to nothing has nothing to continue and would fail every round, so it is dropped
-    before the draw (with a line saying which rows)."""
+    before the draw (with a line saying which rows, unless `quiet`: every rank draws, one says so)."""
     lengths = token_lengths(tokenizer, [prompt for _, prompt, _ in triples])
     dropped = [t[0] for t, n in zip(triples, lengths) if n == 0]
-    if dropped:
+    if dropped and not quiet:
         shown = ", ".join(map(str, dropped[:5])) + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else "")
-        log(f"predictions: dropped {len(dropped)} {what} whose prompt is empty (source_index {shown}); "
-            "a round cannot generate from nothing")
+        log.info(f"predictions: dropped {len(dropped)} {what} whose prompt is empty (source_index {shown}); "
+                 "a round cannot generate from nothing")
     return [t for t, n in zip(triples, lengths) if n > 0]
 
 
@@ -165,7 +169,6 @@ class PredictionRounds:
         remote=None,
         json_schema: dict[str, Any] | None = None,
         expected_rounds: int | None = None,
-        log: Callable[[str], None] = print,
         group: RankGroup | None = None,
         rounds_log: Path | None = None,
         test_fault: tuple[int, int] | None = None,
@@ -173,7 +176,7 @@ class PredictionRounds:
         assert samples, "a prediction round needs at least one sample"
         self.samples, self.tokenizer, self.settings = samples, tokenizer, settings
         self.job_id, self.user_id = job_id, user_id
-        self.local, self.remote, self.json_schema, self.log = local, remote, json_schema, log
+        self.local, self.remote, self.json_schema = local, remote, json_schema
         self.expected_rounds, self.rounds_log, self.test_fault = expected_rounds, rounds_log, test_fault
         self.group = group or RankGroup()
         assert not self.group.is_main or local is not None, "the main process writes the spool"
@@ -215,18 +218,18 @@ class PredictionRounds:
                                  failed_samples=failed, generated_tokens=tokens)
         except Exception as e:  # noqa: BLE001 — any failure of a round is counted, never fatal
             cause = f"{type(e).__name__}: {e}"
-            self.log(f"predictions: round {number} at step {step} FAILED ({cause}); training goes on, "
+            log.info(f"predictions: round {number} at step {step} FAILED ({cause}); training goes on, "
                      "the next round tries again")
             if not isinstance(e, RoundFailed):  # its cause was logged where it happened
-                self.log("".join(traceback.format_exception(e, limit=-3)).rstrip())
+                log.info("".join(traceback.format_exception(e, limit=-3)).rstrip())
             result = RoundResult(number, step, epoch, 0, time.perf_counter() - start, False, error=cause)
         else:
             scores_text = " ".join(f"{k}={v:.3f}" for k, v in means.items())
             failed_text = f" ({failed} failed to generate)" if failed else ""
-            self.log(f"predictions: round {number} step {step} epoch {epoch:.2f}: {len(rows)} samples{failed_text} "
+            log.info(f"predictions: round {number} step {step} epoch {epoch:.2f}: {len(rows)} samples{failed_text} "
                      f"in {result.seconds:.1f}s, {result.tokens_per_s:.0f} generated tokens/s; {scores_text}")
             if number == 1 and self.expected_rounds:
-                self.log(f"predictions: projected cost: {self.expected_rounds} rounds × {result.seconds:.1f}s ≈ "
+                log.info(f"predictions: projected cost: {self.expected_rounds} rounds × {result.seconds:.1f}s ≈ "
                          f"{self.expected_rounds * result.seconds:.0f}s of generation in all")
         self.results.append(result)
         self._record(result)
@@ -251,8 +254,8 @@ class PredictionRounds:
                 torch.cuda.empty_cache()  # give training its memory back before the next step
             outcome = (False, f"{type(e).__name__}: {e}")
             where = f"rank {self.group.rank}: " if self.group.world_size > 1 else ""
-            print(f"predictions: {where}share of the round at step {step} failed: {outcome[1]}\n"
-                  + "".join(traceback.format_exception(e, limit=-3)).rstrip(), flush=True)
+            log.info(f"predictions: {where}share of the round at step {step} failed: {outcome[1]}\n"
+                     + "".join(traceback.format_exception(e, limit=-3)).rstrip())
         return self.group.all_gather(outcome)
 
     def _ready(self, step: int) -> tuple[bool, str | None]:
@@ -304,7 +307,7 @@ class PredictionRounds:
         for sample, gen in zip(self.samples, generations, strict=True):
             if isinstance(gen, SampleFailure):
                 failed += 1
-                self.log(f"predictions: sample {sample.sample_index} failed to generate at step {step}: {gen.error}")
+                log.info(f"predictions: sample {sample.sample_index} failed to generate at step {step}: {gen.error}")
                 rows.append(failed_row(job_id=self.job_id, user_id=self.user_id, epoch=epoch, step=step,
                                        sample=sample, failure=gen, settings=s))
                 continue
@@ -332,7 +335,7 @@ class PredictionRounds:
             with Path(self.rounds_log).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(round_record(result, job_id=self.job_id, samples=len(self.samples))) + "\n")
         except OSError as e:
-            self.log(f"predictions: could not append to {self.rounds_log.name}: {e}")
+            log.info(f"predictions: could not append to {self.rounds_log.name}: {e}")
 
 
 def failed_row(*, job_id: str, user_id: str | None, epoch: float, step: int, sample: Sample,

@@ -66,18 +66,16 @@ def main(result_path: str) -> None:
     reference = None
     if rank == 0:
         alone = Rows()
-        PredictionRounds(samples, tokenizer, settings, job_id="j", user_id=None, local=alone,
-                         log=lambda _m: None).run(copy.deepcopy(model), step=0, epoch=0.0)
+        PredictionRounds(samples, tokenizer, settings, job_id="j", user_id=None,
+                         local=alone).run(copy.deepcopy(model), step=0, epoch=0.0)
         reference = compared(alone.rows)
 
     for layer in model.model.layers:
         fully_shard(layer)
     fully_shard(model)
     sharded = isinstance(model.model.embed_tokens.weight, DTensor)
-    errors: list[str] = []
     written = Rows() if rank == 0 else None
     rounds = PredictionRounds(samples, tokenizer, settings, job_id="j", user_id=None, local=written,
-                              log=errors.append if rank == 0 else (lambda _m: None),
                               group=RankGroup(rank, 2, synced=True), test_fault=(1, 2))
     for step in (1, 2, 3):
         rounds.run(model, step=step, epoch=0.0)

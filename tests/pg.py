@@ -209,5 +209,5 @@ def migrated_db(pg_db: str) -> str:
     """A fresh database with every migration of sql/ applied; its URL."""
     from predictions.store.migrations import apply_migrations
 
-    apply_migrations(pg_db, log=lambda _m: None)
+    apply_migrations(pg_db)
     return pg_db

@@ -108,21 +108,20 @@ class FlakyWriter:
         return None
 
 
-def make_rounds(tokenizer, writer, log):
+def make_rounds(tokenizer, writer):
     samples = draw_samples([(e.source_index, e.prompt, e.completion) for e in examples()], 4,
                            seed=0, source="train", source_id="rows")
     settings = PredictionsConfig(enabled=True, sample_count=4, max_new_tokens=4)
-    return PredictionRounds(samples, tokenizer, settings, job_id="j", user_id=None, local=writer, log=log)
+    return PredictionRounds(samples, tokenizer, settings, job_id="j", user_id=None, local=writer)
 
 
-def test_a_failing_writer_does_not_stop_training_and_is_counted(tokenizer, tmp_path):
-    lines: list[str] = []
+def test_a_failing_writer_does_not_stop_training_and_is_counted(tokenizer, tmp_path, caplog):
     writer = FlakyWriter(fail_on={1})
-    rounds = make_rounds(tokenizer, writer, lines.append)
+    rounds = make_rounds(tokenizer, writer)
     trainer = run_trainer(tokenizer, tmp_path, PredictionsCallback(rounds.run, frequency="epoch"))
     assert trainer.state.global_step == 10  # training completed
     assert [r.ok for r in rounds.results] == [False, True] and rounds.failed == 1
-    assert any("round 1 at step 5 FAILED (OSError: disk full (test))" in line for line in lines)
+    assert any("round 1 at step 5 FAILED (OSError: disk full (test))" in line for line in caplog.messages)
     assert {r["step"] for r in writer.rows} == {10} and len(writer.rows) == 4
 
 
@@ -139,7 +138,7 @@ def test_a_failing_generation_does_not_stop_training_and_is_counted(tokenizer, t
 
     monkeypatch.setattr(rounds_module, "generate_predictions", sometimes_fails)
     writer = LocalJsonlWriter(tmp_path / "predictions.jsonl")
-    rounds = make_rounds(tokenizer, writer, lambda _m: None)
+    rounds = make_rounds(tokenizer, writer)
     trainer = run_trainer(tokenizer, tmp_path, PredictionsCallback(rounds.run, frequency="steps", step_interval=3))
     assert trainer.state.global_step == 10
     assert [r.ok for r in rounds.results] == [True, False, True]

@@ -63,42 +63,40 @@ def supabase_env(job_environ):
     return use
 
 
-def check(server: PostgREST, lines: list[str]):
-    d = run_checks(log=lines.append, http_client=httpx.Client(transport=httpx.MockTransport(server)))
+def check(server: PostgREST):
+    d = run_checks(http_client=httpx.Client(transport=httpx.MockTransport(server)))
     return d, {f.check: f for f in d.findings}
 
 
 @pytest.mark.parametrize("key", [jwt("anon"), "sb_publishable_abc"])
-def test_an_anon_key_fails_the_key_role_check_with_its_fix(supabase_env, key):
+def test_an_anon_key_fails_the_key_role_check_with_its_fix(supabase_env, key, caplog):
     supabase_env(key)
-    lines: list[str] = []
-    d, found = check(PostgREST(stored_rows(), key=key), lines)
+    d, found = check(PostgREST(stored_rows(), key=key))
     assert found["key role"].status == "fail" and "service_role" in found["key role"].fix
     assert found["table"].status == "skip" and not d.ok
-    assert key not in "\n".join(lines)
+    assert key not in caplog.text
 
 
-def test_a_service_key_through_the_api_alone(supabase_env):
+def test_a_service_key_through_the_api_alone(supabase_env, caplog):
     out = supabase_env(SECRET)
     out.mkdir()
     spool = [{**r, "job_id": JOB} for r in stored_rows()] + [{**new_row(30, i, "a b", "a b"), "job_id": JOB} for i in range(4)]
     (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in spool))
-    lines: list[str] = []
-    d, found = check(PostgREST(stored_rows()), lines)
+    d, found = check(PostgREST(stored_rows()))
     assert [found[c].status for c in ("configuration", "storage mode", "key role", "table")] == ["pass"] * 4
     for name in ("row level security", "unique key", "realtime"):  # PostgREST cannot show these
         assert found[name].status == "warn" and "SUPABASE_DB_URL" in found[name].fix
     assert found["rows of the job"].status == "fail" and "steps 30" in found["rows of the job"].detail
     assert found["newest round"].status == "pass" and "step 20" in found["newest round"].detail
-    assert not d.ok and SECRET not in "\n".join(lines)
+    assert not d.ok and SECRET not in caplog.text
 
 
 def test_a_table_the_api_does_not_have(supabase_env):
     supabase_env(SECRET)
-    d, found = check(PostgREST([], columns=None), [])
+    d, found = check(PostgREST([], columns=None))
     assert found["table"].status == "fail" and "migrations" in found["table"].fix
     assert found["rows of the job"].status == "skip"
-    d, found = check(PostgREST([], columns=ROW_COLUMNS[:-3]), [])
+    d, found = check(PostgREST([], columns=ROW_COLUMNS[:-3]))
     assert found["table"].status == "fail" and ROW_COLUMNS[-1] in found["table"].detail
 
 
@@ -126,11 +124,10 @@ def test_diagnose_through_the_entrypoint_never_prints_a_secret(tmp_path):
     assert bad.returncode == 1 and "[FAIL] configuration: TRAINING_CONFIG.epochs: unknown key" in bad.stdout
 
 
-def test_an_unreachable_database_url_is_a_failure_without_its_password(job_environ):
+def test_an_unreachable_database_url_is_a_failure_without_its_password(job_environ, caplog):
     password = "pw-canary-0123456789"
     job_environ(SUPABASE_DB_URL=f"postgresql://writer:{password}@127.0.0.1:9/postgres", JOB_ID=JOB, USER_ID=OWNER)
-    lines: list[str] = []
-    d = run_checks(log=lines.append)
+    d = run_checks()
     assert d.findings[-1].check == "database" and d.findings[-1].status == "fail"
     assert "SUPABASE_DB_URL" in d.findings[-1].fix and not d.ok
-    assert password not in "\n".join(lines)
+    assert password not in caplog.text

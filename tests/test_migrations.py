@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ def schema(url: str) -> list[tuple]:
 
 
 def test_bare_postgres_gets_the_table_with_rls_and_the_supabase_roles(pg_db):
-    result = apply_migrations(pg_db, log=lambda _m: None)
+    result = apply_migrations(pg_db)
     assert result.applied == sorted(p.name for p in SQL_DIR.glob("*.sql"))
     rows = schema(pg_db)
     with psycopg.connect(pg_db) as conn:
@@ -64,13 +65,14 @@ def test_bare_postgres_gets_the_table_with_rls_and_the_supabase_roles(pg_db):
         assert roles == {"anon": False, "authenticated": False, "service_role": True}
 
 
-def test_applying_twice_changes_nothing(pg_db):
+def test_applying_twice_changes_nothing(pg_db, caplog):
     assert pending_migrations(pg_db) == sorted(p.name for p in SQL_DIR.glob("*.sql"))
-    apply_migrations(pg_db, log=lambda _m: None)
+    apply_migrations(pg_db)
     assert pending_migrations(pg_db) == []
     before = schema(pg_db)
-    lines: list[str] = []
-    again = apply_migrations(pg_db, log=lines.append)
+    caplog.clear()
+    again = apply_migrations(pg_db)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("predictions")]
     assert again.applied == [] and again.already == sorted(p.name for p in SQL_DIR.glob("*.sql"))
     assert schema(pg_db) == before
     assert again.seconds < 1.0 and "nothing pending" in lines[-1]
@@ -80,7 +82,7 @@ def test_every_file_run_twice_directly_is_idempotent(pg_db):
     with psycopg.connect(pg_db, autocommit=True) as conn:
         for path in sorted(SQL_DIR.glob("*.sql")):
             conn.execute(path.read_text())
-    apply_migrations(pg_db, log=lambda _m: None)  # recorded now, over objects that already exist
+    apply_migrations(pg_db)  # recorded now, over objects that already exist
     before = schema(pg_db)
     with psycopg.connect(pg_db, autocommit=True) as conn:
         for path in sorted(SQL_DIR.glob("*.sql")):
@@ -88,9 +90,22 @@ def test_every_file_run_twice_directly_is_idempotent(pg_db):
     assert schema(pg_db) == before
 
 
+class _Lines(logging.Handler):
+    """The migrations' lines in a process of its own (caplog is this process's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def _apply(url: str, queue) -> None:
-    lines: list[str] = []
-    queue.put((apply_migrations(url, log=lines.append).applied, lines))
+    logger, handler = logging.getLogger("predictions"), _Lines()
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    queue.put((apply_migrations(url).applied, handler.lines))
 
 
 def test_two_processes_at_once_apply_each_file_once(pg_db):
@@ -125,7 +140,7 @@ def test_a_broken_file_names_itself_and_keeps_what_was_applied(pg_db, tmp_path):
     broken = "-- a comment\ncreate table fine (x int);\ncreate table oops (;"
     (tmp_path / "20991231000000_broken.sql").write_text(broken)
     with pytest.raises(MigrationError) as info:
-        apply_migrations(pg_db, tmp_path, log=lambda _m: None)
+        apply_migrations(pg_db, tmp_path)
     assert "20991231000000_broken.sql line 3: syntax error" in str(info.value)
     assert "pg-test-password" not in str(info.value)
     with psycopg.connect(pg_db) as conn:
@@ -137,7 +152,7 @@ def test_a_broken_file_names_itself_and_keeps_what_was_applied(pg_db, tmp_path):
 
 def test_unreachable_database_is_a_migration_error_without_the_password():
     with pytest.raises(MigrationError) as info:
-        apply_migrations("postgresql://u:hunter2@127.0.0.1:1/db", Path("/nonexistent"), log=lambda _m: None)
+        apply_migrations("postgresql://u:hunter2@127.0.0.1:1/db", Path("/nonexistent"))
     assert "cannot connect" in str(info.value) and "hunter2" not in str(info.value)
 
 
@@ -162,9 +177,9 @@ create table public.training_predictions (
 def test_on_a_supabase_like_database_the_table_gains_its_columns_and_foreign_keys(pg_db):
     with psycopg.connect(pg_db, autocommit=True) as conn:
         conn.execute(SUPABASE_LIKE)
-    apply_migrations(pg_db, log=lambda _m: None)
+    apply_migrations(pg_db)
     before = schema(pg_db)
-    assert apply_migrations(pg_db, log=lambda _m: None).applied == []
+    assert apply_migrations(pg_db).applied == []
     assert schema(pg_db) == before
     user, job = "11111111-1111-4111-8111-111111111111", "job_abc123"
     insert = ("insert into public.training_predictions (job_id, user_id, epoch, step, sample_index, prompt, prediction)"

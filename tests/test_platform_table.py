@@ -52,17 +52,17 @@ def image_rows(job: str, user: str, steps=(30, 40), samples=3) -> list[dict]:
     return rows
 
 
-def test_the_platform_table_upgraded_twice_keeps_every_row_and_everything_the_platform_made(pg_db):
+def test_the_platform_table_upgraded_twice_keeps_every_row_and_everything_the_platform_made(pg_db, caplog):
     make_platform_db(pg_db)
     before = catalog(pg_db)
-    lines: list[str] = []
-    apply_migrations(pg_db, log=lines.append)
+    apply_migrations(pg_db)
+    lines = caplog.messages
     assert any("1 duplicate row(s)" in line and "training_predictions_duplicates" in line for line in lines), lines
     with psycopg.connect(pg_db, autocommit=True) as conn:  # again, every file, directly: idempotent
         after_once = catalog(pg_db)
         for path in sorted(SQL_DIR.glob("*.sql")):
             conn.execute(path.read_text())
-    assert apply_migrations(pg_db, log=lines.append).applied == []
+    assert apply_migrations(pg_db).applied == []
     after = catalog(pg_db)
     assert after == after_once
     assert before <= after, sorted(before - after)  # nothing the platform made changed or went away
@@ -85,13 +85,13 @@ def test_the_platform_table_upgraded_twice_keeps_every_row_and_everything_the_pl
 def _fresh(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create publication supabase_realtime")  # as Supabase has it
-    apply_migrations(url, log=lambda _m: None)
+    apply_migrations(url)
 
 
 def _platform(url: str) -> None:
     make_platform_db(url)
     for _ in range(2):  # applied twice: the second changes nothing
-        apply_migrations(url, log=lambda _m: None)
+        apply_migrations(url)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute((SQL_DIR / "20261130000000_platform_contract.sql").read_text())
 
@@ -151,11 +151,11 @@ def _old_image(url: str) -> None:
                      (OWNER, OWNER, OWNER, OWNER))
 
 
-@pytest.mark.parametrize("make", [_old_image, lambda url: apply_migrations(url, log=lambda _m: None)],
+@pytest.mark.parametrize("make", [_old_image, lambda url: apply_migrations(url)],
                          ids=["table an earlier image made", "fresh database"])
 def test_rows_in_the_platform_writers_shape_are_accepted_by_a_table_this_image_made(pg_db, make):
     make(pg_db)
-    apply_migrations(pg_db, log=lambda _m: None)
+    apply_migrations(pg_db)
     with psycopg.connect(pg_db, autocommit=True) as conn:
         conn.execute("insert into public.training_predictions (job_id, user_id, epoch, step, sample_index, prompt,"
                      " prediction, exact_match, latency_ms) values (%s, %s, 1, 20, 0, 'q', 'a', 1.0, 42)", (JOB, OWNER))

@@ -60,29 +60,28 @@ def spool(tmp_path: Path) -> Path:
 
 def test_replaying_twice_stores_each_row_once(spool: Path):
     db = TableDouble()
-    first = replay_spool(spool, db, batch_rows=5, log=lambda _: None)
-    second = replay_spool(spool, db, batch_rows=5, log=lambda _: None)
+    first = replay_spool(spool, db, batch_rows=5)
+    second = replay_spool(spool, db, batch_rows=5)
     assert first == second >= 12
     assert sorted(db.table) == sorted(("job", s, i) for s in (10, 20, 30) for i in range(4))
 
 
-def test_a_torn_last_line_is_skipped_and_counted(spool: Path):
+def test_a_torn_last_line_is_skipped_and_counted(spool: Path, caplog):
     whole = spool.read_bytes()
     spool.write_bytes(whole + json.dumps(rows(40, 1)[0]).encode()[:50])  # killed mid-write
-    logs: list[str] = []
     db = TableDouble()
-    replay_spool(spool, db, log=logs.append)
+    replay_spool(spool, db)
     assert len(db.table) == 12
-    assert any("torn last line 17" in line for line in logs)
-    assert any("1 line(s)" in line for line in logs)
+    assert any("torn last line 17" in line for line in caplog.messages)
+    assert any("1 line(s)" in line for line in caplog.messages)
 
 
 def test_writer_errors_are_raised_and_a_rerun_completes(spool: Path):
     db = TableDouble(fail_after=1)
     with pytest.raises(TransientWriteError):
-        replay_spool(spool, db, batch_rows=4, log=lambda _: None)
+        replay_spool(spool, db, batch_rows=4)
     db.fail_after = None
-    replay_spool(spool, db, batch_rows=4, log=lambda _: None)
+    replay_spool(spool, db, batch_rows=4)
     assert len(db.table) == 12
 
 
@@ -90,7 +89,7 @@ def test_rows_are_limited_to_the_table_columns(tmp_path: Path):
     path = tmp_path / "spool.jsonl"
     path.write_text(json.dumps({**rows(1, 1)[0], "unknown_column": 1}) + "\n", encoding="utf-8")
     db = TableDouble()
-    assert replay_spool(path, db, log=lambda _: None) == 1
+    assert replay_spool(path, db) == 1
     assert "unknown_column" not in next(iter(db.table.values()))
 
 
@@ -111,21 +110,21 @@ def test_replay_through_the_supabase_writer_sends_valid_bodies(spool: Path):
 
     http = httpx.Client(transport=httpx.MockTransport(handler))
     writer = SupabaseWriter("https://p.supabase.co", "sb_secret_x", http_client=http, wait=wait_none())
-    assert replay_spool(spool, writer, batch_rows=100, log=lambda _: None) == 12
+    assert replay_spool(spool, writer, batch_rows=100) == 12
     sent = [r for body in bodies for r in body]
     assert {r["prediction"] for r in sent} == {"ans\ufffd"}
     assert {r["char_error_rate"] for r in sent} == {None}
 
 
 def test_a_spool_of_an_earlier_version_is_replayed_in_todays_types(tmp_path: Path):
-    from predictions.store.replay import read_spool
+    from predictions.store.spool import read_spool
 
     old = {"job_id": "j", "user_id": None, "epoch": 1.5, "step": 30, "sample_index": 0, "prompt": "q",
            "ground_truth": "a", "prediction": "a", "exact_match": True, "latency_ms": 41.7, "sample_source": "eval",
            "validation_pass": False, "validation_errors": ["not valid JSON: x"], "validation_kind": "json_schema"}
     path = tmp_path / "predictions.jsonl"
     path.write_text(json.dumps(old) + "\n")
-    (row,) = read_spool(path, log=lambda _m: None)
+    (row,) = read_spool(path, quiet=True)
     assert (row["epoch"], row["epoch_progress"], row["exact_match"], row["latency_ms"]) == (1, 1.5, 1.0, 42)
     assert row["sample_source"] == "dataset" and row["validation_kind"] == "json_parse+json_schema"
     assert row["validation_errors"] == [{"validator": "json_schema", "message": "not valid JSON: x", "detail": None}]

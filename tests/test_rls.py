@@ -73,7 +73,7 @@ def seeded(postgres_server):
     with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
     url = postgres_server.url(name)
-    apply_migrations(url, log=lambda _m: None)
+    apply_migrations(url)
     with psycopg.connect(url, autocommit=True) as conn:
         for step, user in ((1, OWNER), (2, OWNER), (1, OTHER)):
             job = JOB if user == OWNER else "44444444-4444-4444-8444-444444444444"

@@ -41,13 +41,12 @@ def test_the_split_is_balanced_by_count_and_length_and_covers_every_sample_once(
     assert split_samples([4], 2) == [[0], []]  # more ranks than samples: an empty share is fine
 
 
-def make_rounds(tokenizer, tmp_path, *, count=5, batch_size=8, lines=None):
+def make_rounds(tokenizer, tmp_path, *, count=5, batch_size=8):
     samples = draw_samples([(i, r["prompt"], r["completion"]) for i, r in enumerate(ROWS)], count,
                            seed=0, source="train", source_id="rows")
     settings = PredictionsConfig(enabled=True, sample_count=count, max_new_tokens=4, batch_size=batch_size)
-    log = (lines.append if lines is not None else (lambda _m: None))
     return PredictionRounds(samples, tokenizer, settings, job_id="j", user_id=None,
-                            local=LocalJsonlWriter(tmp_path / "predictions.jsonl"), log=log,
+                            local=LocalJsonlWriter(tmp_path / "predictions.jsonl"),
                             rounds_log=tmp_path / ROUNDS_LOG_NAME)
 
 
@@ -56,9 +55,8 @@ def read(path):
 
 
 def test_one_sample_that_cannot_be_generated_is_a_failed_row_and_the_round_is_kept(tokenizer, model, tmp_path,
-                                                                                   monkeypatch):
-    lines: list[str] = []
-    rounds = make_rounds(tokenizer, tmp_path, lines=lines)
+                                                                                   monkeypatch, caplog):
+    rounds = make_rounds(tokenizer, tmp_path)
     expected = {r["sample_index"]: r["prediction"] for r in rounds._rows(
         [g for _, g in rounds._generate_share(model)], 0, 0.0)[0]}
     bad = rounds.samples[2].prompt
@@ -82,8 +80,8 @@ def test_one_sample_that_cannot_be_generated_is_a_failed_row_and_the_round_is_ke
     assert {r["sample_index"]: r["prediction"] for r in rows if r["sample_index"] != 2} == \
         {i: p for i, p in expected.items() if i != 2}
     assert all(r["generation_error"] is None for r in rows if r["sample_index"] != 2)
-    assert any("sample 2 failed to generate at step 7: RuntimeError" in line for line in lines)
-    assert any("5 samples (1 failed to generate)" in line for line in lines)
+    assert any("sample 2 failed to generate at step 7: RuntimeError" in line for line in caplog.messages)
+    assert any("5 samples (1 failed to generate)" in line for line in caplog.messages)
 
     (record,) = read(tmp_path / ROUNDS_LOG_NAME)
     assert {k: record[k] for k in ("job_id", "step", "epoch", "epoch_progress", "status", "samples",
@@ -120,13 +118,17 @@ def test_when_every_sample_fails_the_round_fails_rather_than_writing_only_failed
     assert read(tmp_path / ROUNDS_LOG_NAME)[0]["status"] == "failed"
 
 
-def test_prompts_that_tokenise_to_nothing_are_dropped_before_the_draw_with_a_line(tokenizer):
-    lines: list[str] = []
+def test_prompts_that_tokenise_to_nothing_are_dropped_before_the_draw_with_a_line(tokenizer, caplog):
+    def lines():
+        return [r.getMessage() for r in caplog.records if r.name.startswith("predictions")]
+
     triples = [(0, "reverse: red", "red"), (1, "   ", "x"), (2, "reverse: cat dog", "dog cat"), (3, "", "y")]
-    assert with_prompts(triples, tokenizer, log=lines.append, what="samples rows") == [triples[0], triples[2]]
-    assert lines == ["predictions: dropped 2 samples rows whose prompt is empty (source_index 1, 3); "
-                     "a round cannot generate from nothing"]
-    assert with_prompts(triples[:1], tokenizer, log=lines.append) == triples[:1] and len(lines) == 1
+    assert with_prompts(triples, tokenizer, what="samples rows") == [triples[0], triples[2]]
+    assert lines() == ["predictions: dropped 2 samples rows whose prompt is empty (source_index 1, 3); "
+                       "a round cannot generate from nothing"]
+    assert with_prompts(triples[:1], tokenizer) == triples[:1] and len(lines()) == 1
+    # Every rank draws; the others are quiet: one line, not one per rank.
+    assert with_prompts(triples, tokenizer, quiet=True) == [triples[0], triples[2]] and len(lines()) == 1
 
 
 def test_the_fault_hook_is_read_from_its_variable_only():

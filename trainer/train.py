@@ -99,7 +99,7 @@ def load_data(cfg: JobConfig, tokenizer, log=log):
 
 
 def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None,
-                 samples_rows: list[Example] | None, log=log):
+                 samples_rows: list[Example] | None, quiet: bool = False):
     """The fixed sample: from samples_path (its rows, read with the data), else the evaluation
     data, else the training data."""
     p = cfg.predictions
@@ -116,7 +116,7 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
     from predictions.sampler import draw_samples
 
     triples = with_prompts([(e.source_index, e.prompt, e.completion) for e in examples], tokenizer,
-                              log=log, what=f"{source} rows")
+                              what=f"{source} rows", quiet=quiet)
     # The file's name only: a signed URL's query string is a credential.
     name = Path(file.location.split("?", 1)[0]).name
     # The rows as read give the platform's prompt ids (a hash of the source messages).
@@ -183,7 +183,7 @@ def main() -> int:
     resume = checkpoints.newest_complete(cfg.output_dir, log=log if is_main else None)
 
     callbacks, rounds, remote = [checkpoints.MarkComplete(), *progress.callbacks(cfg)], None, None
-    samples = pick_samples(cfg, tokenizer, train, evaluation, samples_rows, log=quiet) if cfg.predictions.enabled else []
+    samples = pick_samples(cfg, tokenizer, train, evaluation, samples_rows, quiet=not is_main) if cfg.predictions.enabled else []
     if cfg.predictions.enabled and not samples:
         quiet("predictions: no usable sample (every prompt is empty); no rounds")
     if samples:
@@ -196,13 +196,13 @@ def main() -> int:
         if is_main:
             from predictions.store.delivery import open_remote_writer, previously_written_steps
 
-            remote = open_remote_writer(cfg, log=log)
-            done_steps = previously_written_steps(cfg, len(samples), log=log)
+            remote = open_remote_writer(cfg)
+            done_steps = previously_written_steps(cfg, len(samples))
             local = LocalJsonlWriter(cfg.predictions_path)
         # Every rank generates its share of a round (with FSDP in lockstep); the main process writes.
         rounds = PredictionRounds(
             samples, tokenizer, cfg.predictions, job_id=cfg.job_id, user_id=cfg.user_id,
-            local=local, remote=remote, json_schema=cfg.json_schema, log=quiet,
+            local=local, remote=remote, json_schema=cfg.json_schema,
             expected_rounds=expected_rounds(cfg, len(train), args.world_size),
             group=RankGroup(args.process_index, args.world_size, synced=fsdp_enabled()),
             rounds_log=cfg.output_dir / ROUNDS_LOG_NAME if is_main else None,
@@ -255,11 +255,11 @@ def main() -> int:
             if remote is not None:
                 from predictions.store.delivery import finish_delivery
 
-                stats, caught_up = finish_delivery(cfg, remote, log=log)
+                stats, caught_up = finish_delivery(cfg, remote)
             from predictions.report.summary import write_run_report
 
             print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up,
-                          html=write_run_report(cfg, log=log), job_id=cfg.job_id)
+                          html=write_run_report(cfg), job_id=cfg.job_id)
     _barrier()
     return 0
 

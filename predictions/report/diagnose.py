@@ -6,17 +6,21 @@ Security and the owner's read policy, the unique key, the Realtime publication, 
 by round against the local spool, and the newest round's time. Each is pass / warn / fail (or
 skip, when an earlier failure makes it moot) with the fix. The catalog is read with SQL when
 SUPABASE_DB_URL is set; through the Supabase API alone, what PostgREST cannot show is a warning
-that says how to check it. No secret is ever printed: database errors go through `redact`.
+that says how to check it. No secret is ever printed: database errors go through `hide` (trainer/redact.py).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from predictions.store.rows import ROW_COLUMNS
+from trainer.redact import hide
+
+log = logging.getLogger(__name__)
 
 TABLE = "training_predictions"
 UNIQUE_KEY = "training_predictions_job_step_sample_key"
@@ -40,16 +44,15 @@ class Finding:
 class Diagnosis:
     """The findings so far; `ok` only when every check passed."""
 
-    def __init__(self, log: Callable[[str], None] = print):
+    def __init__(self):
         self.findings: list[Finding] = []
-        self.log = log
 
     def add(self, check: str, status: str, detail: str, fix: str | None = None) -> Finding:
         finding = Finding(check, status, detail, fix)
         self.findings.append(finding)
-        self.log(f"[{status.upper():4}] {check}: {detail}")
+        log.info(f"[{status.upper():4}] {check}: {detail}")
         if fix and status != "pass":
-            self.log(f"       fix: {fix}")
+            log.info(f"       fix: {fix}")
         return finding
 
     @property
@@ -225,7 +228,7 @@ def _realtime(d: Diagnosis, sql: SqlCatalog | None) -> None:
 def _rows(d: Diagnosis, cfg, job_id: str, stored: list[dict[str, Any]], foreign: int) -> None:
     from predictions.report.history import spool_rows
 
-    spooled = Counter(r["step"] for r in spool_rows(cfg.predictions_path, job_id, log=lambda _m: None))
+    spooled = Counter(r["step"] for r in spool_rows(cfg.predictions_path, job_id, quiet=True))
     in_db = Counter(r["step"] for r in stored)
     missing = {s: n - in_db.get(s, 0) for s, n in spooled.items() if n > in_db.get(s, 0)}
     if foreign:
@@ -258,12 +261,12 @@ def _newest(d: Diagnosis, stored: list[dict[str, Any]]) -> None:
           f"({int(age.total_seconds() // 60)} minutes ago)")
 
 
-def run_checks(job_id: str | None = None, *, log: Callable[[str], None] = print, http_client=None) -> Diagnosis:
+def run_checks(job_id: str | None = None, *, http_client=None) -> Diagnosis:
     """Every check, in order; returns the findings. `http_client` replaces the HTTP client (tests)."""
     from trainer.config.errors import ConfigError
     from trainer.config.load import load_config
 
-    d = Diagnosis(log)
+    d = Diagnosis()
     try:
         cfg = load_config()
     except ConfigError as e:
@@ -286,7 +289,7 @@ def _spool_only(d: Diagnosis, cfg, job: str) -> None:
     """Local mode: what the spool holds (the rows a database mode would have stored)."""
     from predictions.report.history import spool_rows
 
-    steps = Counter(r["step"] for r in spool_rows(cfg.predictions_path, job, log=lambda _m: None))
+    steps = Counter(r["step"] for r in spool_rows(cfg.predictions_path, job, quiet=True))
     if steps:
         d.add("local spool", "pass", f"{len(steps)} rounds, {sum(steps.values())} rows of job {job} in "
               f"{cfg.predictions_path} (steps {min(steps)}–{max(steps)}); `python entrypoint.py report` shows them")
@@ -306,8 +309,6 @@ AFTER_TABLE = ("row level security", "unique key", "realtime", "rows of the job"
 def _with_sql(d: Diagnosis, cfg, job: str) -> None:
     import psycopg
 
-    from predictions.store.migrations import redact
-
     url = cfg.secrets.supabase_db_url.get_secret_value()
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
@@ -322,7 +323,7 @@ def _with_sql(d: Diagnosis, cfg, job: str) -> None:
             _rows(d, cfg, job, stored, foreign)
             _newest(d, stored)
     except psycopg.Error as e:
-        d.add("database", "fail", redact(f"cannot query Postgres: {type(e).__name__}: {e}".strip(), url),
+        d.add("database", "fail", hide(f"cannot query Postgres: {type(e).__name__}: {e}".strip(), url),
               "check SUPABASE_DB_URL: host, port, database, user and password")
 
 
@@ -341,7 +342,7 @@ def _with_rest(d: Diagnosis, cfg, job: str, http_client) -> None:
         try:
             columns = _rest_columns(cfg.supabase_url, key, http)
         except httpx.HTTPError as e:
-            d.add("table", "fail", f"the API did not answer: {type(e).__name__}: {e}".replace(key, "<hidden>"),
+            d.add("table", "fail", hide(f"the API did not answer: {type(e).__name__}: {e}", key),
                   "check SUPABASE_URL, and that SUPABASE_SERVICE_KEY is the service_role key")
             return _skip(d, "the API did not answer", *AFTER_TABLE)
         if not _table(d, columns):
@@ -362,10 +363,10 @@ def _with_rest(d: Diagnosis, cfg, job: str, http_client) -> None:
             http.close()
 
 
-def diagnose_command(job_id: str | None = None, *, log: Callable[[str], None] = print, http_client=None) -> int:
+def diagnose_command(job_id: str | None = None, *, http_client=None) -> int:
     """`entrypoint.py diagnose`: print each finding; 0 only when every check passed, else 1."""
-    d = run_checks(job_id, log=log, http_client=http_client)
+    d = run_checks(job_id, http_client=http_client)
     counts = Counter(f.status for f in d.findings)
-    log(f"diagnose: {counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed, "
-        f"{counts['skip']} skipped")
+    log.info(f"diagnose: {counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed, "
+             f"{counts['skip']} skipped")
     return 0 if d.ok else 1

@@ -13,12 +13,16 @@ the views compare every answer with.
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
+
+from predictions.store.spool import JsonlObjects
+
+log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.2  # a CER 0.2 worse than the sample's best earlier CER is a regression
 SCORES = ("exact_match", "char_error_rate", "word_overlap", "length_ratio")
@@ -56,36 +60,25 @@ def normalise(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_jsonl(path: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, *, quiet: bool = False) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file; a torn last line (killed mid-write) or a bad line is
-    skipped with a log line. An absent file reads as no rows."""
+    skipped with a log line (none when `quiet`). An absent file reads as no rows."""
     if not path.exists():
         return []
-    rows, bad, last = [], [], 0
-    with path.open(encoding="utf-8", errors="surrogatepass") as f:
-        for last, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                bad.append(last)
-                continue
-            if isinstance(value, dict):
-                rows.append(value)
-            else:
-                bad.append(last)
-    for lineno in bad:
-        what = "the torn last line" if lineno == last else "line"
-        log(f"report: skipped {what} {lineno} of {path.name}: not a JSON object")
+    lines = JsonlObjects(path)
+    rows = list(lines)
+    for lineno in [] if quiet else lines.skipped:
+        what = "the torn last line" if lines.torn(lineno) else "line"
+        log.info(f"report: skipped {what} {lineno} of {path.name}: not a JSON object")
     return rows
 
 
-def spool_rows(path: Path, job_id: str | None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def spool_rows(path: Path, job_id: str | None, *, quiet: bool = False) -> list[dict[str, Any]]:
     """The spool's rows of `job_id` (all jobs when None), normalised; a (step, sample_index)
-    spooled twice (a restarted attempt) counts once, the first, as the database keeps it."""
+    spooled twice (a restarted attempt) counts once, the first, as the database keeps it.
+    Unreadable lines are logged, unless `quiet`."""
     seen: dict[tuple[int, int], dict[str, Any]] = {}
-    for row in read_jsonl(path, log):
+    for row in read_jsonl(path, quiet=quiet):
         if job_id is not None and row.get("job_id") != job_id:
             continue
         row = normalise(row)

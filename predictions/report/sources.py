@@ -8,10 +8,11 @@ Secrets are taken from `cfg.secrets` at the last moment and never printed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from predictions.report.history import normalise, read_jsonl, spool_rows
 from trainer.config.job import JobConfig
+from trainer.redact import hide
 
 TABLE = "training_predictions"
 PAGE_ROWS = 1000  # PostgREST's usual max-rows: a bigger page would be cut silently
@@ -26,16 +27,14 @@ def rounds_log_path(cfg: JobConfig) -> Path:
     return cfg.output_dir / "prediction_rounds.jsonl"
 
 
-def read_rounds_log(cfg: JobConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    return read_jsonl(rounds_log_path(cfg), log)
+def read_rounds_log(cfg: JobConfig) -> list[dict[str, Any]]:
+    return read_jsonl(rounds_log_path(cfg))
 
 
 def postgres_rows(db_url: str, job_id: str, user_id: str | None) -> list[dict[str, Any]]:
     """The job's rows from Postgres (psycopg), in (step, sample_index) order, normalised."""
     import psycopg
     from psycopg.rows import dict_row
-
-    from predictions.store.migrations import redact
 
     query = f"select * from public.{TABLE} where job_id = %s"
     params: list[Any] = [job_id]
@@ -49,7 +48,7 @@ def postgres_rows(db_url: str, job_id: str, user_id: str | None) -> list[dict[st
                 cur.execute(query + " order by step, sample_index", params)
                 return [normalise(_jsonable(r)) for r in cur]
     except psycopg.Error as e:
-        raise SourceError(redact(f"Postgres: {type(e).__name__}: {e}".strip(), db_url)) from None
+        raise SourceError(hide(f"Postgres: {type(e).__name__}: {e}".strip(), db_url)) from None
 
 
 def supabase_rows(url: str, key: str, job_id: str, user_id: str | None, *, http_client=None,
@@ -73,9 +72,9 @@ def supabase_rows(url: str, key: str, job_id: str, user_id: str | None, *, http_
             if len(page.data) < PAGE_ROWS:
                 break
     except APIError as e:
-        raise SourceError(f"Supabase: {e.code}: {e.message}".replace(key, "<hidden>")) from None
+        raise SourceError(hide(f"Supabase: {e.code}: {e.message}", key)) from None
     except httpx.HTTPError as e:
-        raise SourceError(f"Supabase unreachable: {type(e).__name__}: {e}".replace(key, "<hidden>")) from None
+        raise SourceError(hide(f"Supabase unreachable: {type(e).__name__}: {e}", key)) from None
     finally:
         if http_client is None:
             http.close()
@@ -90,10 +89,10 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def job_rows(cfg: JobConfig, job_id: str, *, source: str, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def job_rows(cfg: JobConfig, job_id: str, *, source: str) -> list[dict[str, Any]]:
     """The rows of `job_id` from "spool" or "database" (the configured database mode)."""
     if source == "spool":
-        return spool_rows(cfg.predictions_path, job_id, log)
+        return spool_rows(cfg.predictions_path, job_id)
     if cfg.storage == "supabase":
         return supabase_rows(cfg.supabase_url, cfg.secrets.supabase_service_key.get_secret_value(), job_id, cfg.user_id)
     if cfg.storage == "postgres":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from predictions.metrics import summary_columns
+
+log = logging.getLogger(__name__)
 
 
 def rounds_table(results) -> Table:
@@ -27,11 +30,11 @@ def rounds_table(results) -> Table:
 
 def job_rows_in_spool(spool: Path, job_id: str) -> int:
     """Rows of `job_id` in the spool, from every attempt (a restarted pod's too)."""
-    from predictions.store.replay import read_spool
+    from predictions.store.spool import read_spool
 
     if not spool.exists():
         return 0
-    return sum(row.get("job_id") == job_id for row in read_spool(spool, log=lambda _line: None))
+    return sum(row.get("job_id") == job_id for row in read_spool(spool, quiet=True))
 
 
 def print_summary(results, stats=None, *, spool: Path, caught_up: bool | None = None,
@@ -66,48 +69,48 @@ def html_report_path(cfg) -> Path:
     return cfg.output_dir / "predictions_report.html"
 
 
-def load_job_history(cfg, job_id: str, *, source: str = "auto", threshold: float | None = None, log=print):
+def load_job_history(cfg, job_id: str, *, source: str = "auto", threshold: float | None = None):
     """The job's History from the spool, or from the database in database mode (source "auto")."""
     from predictions.report.history import DEFAULT_THRESHOLD, build_history
     from predictions.report.sources import job_rows, read_rounds_log
 
     if source == "auto":
         source = "spool" if cfg.storage == "local" else "database"
-    rows = job_rows(cfg, job_id, source=source, log=log)
+    rows = job_rows(cfg, job_id, source=source)
     label = f"{cfg.predictions_path}" if source == "spool" else f"{cfg.storage} table training_predictions"
-    return build_history(rows, read_rounds_log(cfg, log), job_id=job_id, source=label,
+    return build_history(rows, read_rounds_log(cfg), job_id=job_id, source=label,
                          threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
 
 
 def report_command(cfg, *, job_id: str | None, html: Path | None, source: str, threshold: float,
-                   detail: int = 10, log=print, console: Console | None = None) -> int:
+                   detail: int = 10, console: Console | None = None) -> int:
     """`entrypoint.py report`: the job's rounds and samples in the terminal, and the HTML file."""
     from predictions.report.sources import SourceError
     from predictions.report.view import print_history, write_html
 
     job = job_id or cfg.job_id
     try:
-        history = load_job_history(cfg, job, source=source, threshold=threshold, log=log)
+        history = load_job_history(cfg, job, source=source, threshold=threshold)
     except SourceError as e:
-        log(f"report: cannot read the predictions: {e}")
+        log.info(f"report: cannot read the predictions: {e}")
         return 69  # EX_UNAVAILABLE
     if not history.rounds:
-        log(f"report: no predictions for job {job} in {history.source}")
+        log.info(f"report: no predictions for job {job} in {history.source}")
         return 66  # EX_NOINPUT
     print_history(history, console, detail=detail)
     if html is not None:
-        log(f"report: HTML written to {write_html(history, html)}")
+        log.info(f"report: HTML written to {write_html(history, html)}")
     return 0
 
 
-def write_run_report(cfg, *, log=print) -> Path | None:
+def write_run_report(cfg) -> Path | None:
     """At the end of a run (main process): the HTML report of its spool under OUTPUT_DIR.
     A failure to render is logged, never raised: the run's result does not depend on it."""
     from predictions.report.view import write_html
 
     try:
-        history = load_job_history(cfg, cfg.job_id, source="spool", log=log)
+        history = load_job_history(cfg, cfg.job_id, source="spool")
         return write_html(history, html_report_path(cfg))
     except Exception as e:  # noqa: BLE001 — a report is a convenience; training already succeeded
-        log(f"predictions: the HTML report could not be written ({type(e).__name__}: {e})")
+        log.info(f"predictions: the HTML report could not be written ({type(e).__name__}: {e})")
         return None

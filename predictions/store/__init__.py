@@ -1,2 +1,2 @@
 """Where prediction rows go: their shape, the local spool (always) and the database writers,
-the replay of a spool, the migrations, and the live table's shape."""
+the reader and the replay of a spool, the migrations, and the live table's shape."""

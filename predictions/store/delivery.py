@@ -7,13 +7,15 @@ objects. Secrets are read from `cfg.secrets` at the last moment and handed to th
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
 
 from predictions.store.writers.base import PredictionWriter, WriteError
 from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT
 from trainer.config.job import JobConfig
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseRefused(Exception):
@@ -44,13 +46,13 @@ def make_writer(cfg: JobConfig) -> PredictionWriter:
     raise ValueError(f"no database writer in {cfg.storage!r} mode")
 
 
-def prepare_database(cfg: JobConfig, *, replay_previous: bool, log: Callable[[str], None] = print) -> None:
+def prepare_database(cfg: JobConfig, *, replay_previous: bool) -> None:
     """Migrations (when SUPABASE_DB_URL is set), preflight, and the previous attempt's spool."""
     if cfg.secrets.supabase_db_url is not None:
         from predictions.store.migrations import MigrationError, apply_migrations
 
         try:
-            apply_migrations(cfg.secrets.supabase_db_url.get_secret_value(), log=log)
+            apply_migrations(cfg.secrets.supabase_db_url.get_secret_value())
         except MigrationError as e:
             raise MigrationFailed(str(e)) from None
     if cfg.storage == "local":
@@ -59,33 +61,33 @@ def prepare_database(cfg: JobConfig, *, replay_previous: bool, log: Callable[[st
     try:
         writer.preflight()
         who = "the service_role key may write" if cfg.storage == "supabase" else "the database user may write"
-        log(f"preflight: ok — {cfg.storage}: {who}, the table training_predictions is reachable")
+        log.info(f"preflight: ok — {cfg.storage}: {who}, the table training_predictions is reachable")
         for line in writer.report():  # what the live table lacks, and the one command that adds it
-            log(line)
+            log.info(line)
         spool = cfg.predictions_path
         if replay_previous and cfg.predictions.enabled and spool.exists() and spool.stat().st_size:
             from predictions.store.replay import replay_spool
 
-            sent = replay_spool(spool, writer, log=log)
-            log(f"restart: replayed {sent} rows of the previous attempt's spool (duplicates ignored)")
+            sent = replay_spool(spool, writer)
+            log.info(f"restart: replayed {sent} rows of the previous attempt's spool (duplicates ignored)")
     except WriteError as e:
         raise DatabaseRefused(str(e)) from None
     finally:
         writer.close()
 
 
-def open_remote_writer(cfg: JobConfig, *, log: Callable[[str], None] = print):
+def open_remote_writer(cfg: JobConfig):
     """A BackgroundWriter around the database writer, or None in local mode."""
     if cfg.storage == "local":
         return None
     from predictions.store.writers.background import BackgroundWriter
 
     return BackgroundWriter(
-        make_writer(cfg), drain_timeout_s=cfg.predictions.drain_timeout_s, log=log, spool_path=cfg.predictions_path
+        make_writer(cfg), drain_timeout_s=cfg.predictions.drain_timeout_s, spool_path=cfg.predictions_path
     )
 
 
-def finish_delivery(cfg: JobConfig, remote, *, log: Callable[[str], None] = print):
+def finish_delivery(cfg: JobConfig, remote):
     """Drain the background writer; if rounds did not get through while the database was away,
     replay the spool once now (duplicates ignored), so a database that came back before the end
     holds every row. Returns the delivery stats and whether the catch-up completed."""
@@ -94,73 +96,74 @@ def finish_delivery(cfg: JobConfig, remote, *, log: Callable[[str], None] = prin
         return stats, None
     from predictions.store.replay import replay_spool
 
-    log(f"predictions: catching up — replaying {cfg.predictions_path.name} into {cfg.storage} (duplicates ignored)")
+    log.info(f"predictions: catching up — replaying {cfg.predictions_path.name} into {cfg.storage} "
+             "(duplicates ignored)")
     writer = make_writer(cfg)
     try:
-        sent = replay_spool(cfg.predictions_path, writer, log=log)
+        sent = replay_spool(cfg.predictions_path, writer)
     except WriteError as e:
-        log(f"predictions: catch-up failed ({e}); the rows stay in the spool: run `python entrypoint.py replay`")
+        log.info(f"predictions: catch-up failed ({e}); the rows stay in the spool: run `python entrypoint.py replay`")
         return stats, False
     finally:
         writer.close()
-    log(f"predictions: catch-up done: {sent} spool rows checked into {cfg.storage}; every round is stored")
+    log.info(f"predictions: catch-up done: {sent} spool rows checked into {cfg.storage}; every round is stored")
     return stats, True
 
 
-def previously_written_steps(cfg: JobConfig, sample_count: int, *, log=print) -> set[int]:
+def previously_written_steps(cfg: JobConfig, sample_count: int) -> set[int]:
     """Steps whose whole round is already in this job's spool (an earlier attempt of the pod):
     the callback skips them, so a restart never predicts a step twice."""
     spool = cfg.predictions_path
     if not spool.exists():
         return set()
-    from predictions.store.replay import read_spool
+    from predictions.store.spool import read_spool
 
     seen: dict[int, set[int]] = defaultdict(set)
     # A torn last line is skipped quietly: that round was not complete, so it runs again.
-    for row in read_spool(spool, log=lambda _line: None):
+    for row in read_spool(spool, quiet=True):
         if row.get("job_id") == cfg.job_id:
             seen[row["step"]].add(row["sample_index"])
     done = {step for step, idx in seen.items() if len(idx) >= sample_count}
     if done:
-        log(f"restart: {len(done)} rounds already in {spool.name} (steps {min(done)}–{max(done)}); not repeated")
+        log.info(f"restart: {len(done)} rounds already in {spool.name} (steps {min(done)}–{max(done)}); not repeated")
     return done
 
 
-def replay_command(cfg: JobConfig, spool: Path, *, log: Callable[[str], None] = print) -> int:
+def replay_command(cfg: JobConfig, spool: Path) -> int:
     """`entrypoint.py replay`: put a spool's rows into the database, exactly once."""
     if cfg.storage == "local":
-        log("replay: no database configured (set SUPABASE_URL and SUPABASE_SERVICE_KEY, or SUPABASE_DB_URL)")
+        log.info("replay: no database configured (set SUPABASE_URL and SUPABASE_SERVICE_KEY, or SUPABASE_DB_URL)")
         return EXIT_CONFIG
     if not spool.exists():
-        log(f"replay: {spool} does not exist")
+        log.info(f"replay: {spool} does not exist")
         return 66  # EX_NOINPUT
     from predictions.store.replay import replay_spool
 
     writer = make_writer(cfg)
     try:
         writer.preflight()
-        sent = replay_spool(spool, writer, log=log)
+        sent = replay_spool(spool, writer)
     except WriteError as e:
-        log(f"replay: FAILED: {e}")
+        log.info(f"replay: FAILED: {e}")
         return EXIT_PREFLIGHT
     finally:
         writer.close()
-    log(f"replay: {sent} rows sent from {spool} (rows already stored were left as they were)")
+    log.info(f"replay: {sent} rows sent from {spool} (rows already stored were left as they were)")
     return 0
 
 
-def migrate_command(db_url: str | None, *, log: Callable[[str], None] = print) -> int:
+def migrate_command(db_url: str | None) -> int:
     """`entrypoint.py migrate`: apply sql/ to SUPABASE_DB_URL's database and nothing else (the
     platform's pods get no database URL: a person runs this once, from anywhere)."""
     if not db_url:
-        log("migrate: set SUPABASE_DB_URL to the database's connection string "
-            "(Supabase: Project Settings → Database → Connection string)")
+        log.info("migrate: set SUPABASE_DB_URL to the database's connection string "
+                 "(Supabase: Project Settings → Database → Connection string)")
         return EXIT_CONFIG
     from predictions.store.migrations import MigrationError, apply_migrations
 
     try:
-        apply_migrations(db_url, log=log)
+        apply_migrations(db_url)
     except MigrationError as e:
-        log(f"migrations: FAILED: {e}")
+        log.info(f"migrations: FAILED: {e}")
         return EXIT_MIGRATION
     return 0

@@ -13,13 +13,16 @@ The URL holds a password: it is never printed, and error messages are scrubbed o
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-from urllib.parse import unquote, urlsplit
 
 import psycopg
+
+from trainer.redact import hide
+
+log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 #: Any fixed 64-bit number, the same in every pod: the advisory lock's key ("train_pr").
@@ -46,20 +49,6 @@ class MigrationResult:
     seconds: float = 0.0
 
 
-def redact(message: str, db_url: str) -> str:
-    """`message` without the URL or its password (libpq never prints them; a malformed URL might)."""
-    secrets = [db_url]
-    try:
-        password = urlsplit(db_url).password
-    except ValueError:  # a malformed URL (bad port): no password to find; the URL itself is still scrubbed
-        password = None
-    if password:
-        secrets += [password, unquote(password)]
-    for secret in secrets:
-        message = message.replace(secret, "<hidden>")
-    return message
-
-
 def _version_and_name(path: Path) -> tuple[str, str]:
     """`20261122000100_training_predictions.sql` → ("20261122000100", "training_predictions")."""
     version, _, name = path.stem.partition("_")
@@ -76,7 +65,7 @@ def _connect(db_url: str) -> psycopg.Connection:
         return psycopg.connect(db_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, prepare_threshold=None)
     except psycopg.Error as e:
         # libpq's message names host, port and user, which is what a person needs to fix it.
-        raise MigrationError(f"cannot connect with SUPABASE_DB_URL: {redact(str(e).strip(), db_url)}") from None
+        raise MigrationError(f"cannot connect with SUPABASE_DB_URL: {hide(str(e).strip(), db_url)}") from None
 
 
 def _applied_versions(conn: psycopg.Connection) -> set[str]:
@@ -102,9 +91,7 @@ def pending_migrations(db_url: str, sql_dir: Path | None = None) -> list[str]:
     return [p.name for p in _files(sql_dir) if _version_and_name(p)[0] not in done]
 
 
-def apply_migrations(
-    db_url: str, sql_dir: Path | None = None, *, log: Callable[[str], None] = print
-) -> MigrationResult:
+def apply_migrations(db_url: str, sql_dir: Path | None = None) -> MigrationResult:
     """Apply every pending migration of `sql_dir` (default: the repo's sql/), each once.
 
     Raises MigrationError naming the file and Postgres's error; files before it stay applied.
@@ -114,11 +101,11 @@ def apply_migrations(
     with _connect(db_url) as conn:
         # A migration reports what it did with RAISE NOTICE (rows it moved aside, keys it could
         # not validate): those lines belong in the pod's log.
-        conn.add_notice_handler(lambda diag: log(f"migrations: {diag.message_primary}"))
+        conn.add_notice_handler(lambda diag: log.info(f"migrations: {diag.message_primary}"))
         # Session-level, not transaction-level: it must span the per-file transactions. Released
         # below, and by Postgres itself if this process dies holding it.
         if not conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
-            log("migrations: another process is applying them; waiting for it")
+            log.info("migrations: another process is applying them; waiting for it")
             conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
         try:
             conn.execute(_CREATE_TABLE)
@@ -138,9 +125,9 @@ def apply_migrations(
                             (version, [sql], name),
                         )
                 except psycopg.Error as e:
-                    raise MigrationError(redact(_describe(e, path, sql), db_url)) from None
+                    raise MigrationError(hide(_describe(e, path, sql), db_url)) from None
                 result.applied.append(path.name)
-                log(f"migrations: applied {path.name}")
+                log.info(f"migrations: applied {path.name}")
             if result.applied:
                 conn.execute("notify pgrst, 'reload schema'")
         finally:
@@ -148,7 +135,7 @@ def apply_migrations(
                 conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
     result.seconds = time.perf_counter() - start
     if result.applied:
-        log(f"migrations: {len(result.applied)} applied in {result.seconds:.2f}s")
+        log.info(f"migrations: {len(result.applied)} applied in {result.seconds:.2f}s")
     else:
-        log(f"migrations: nothing pending ({len(result.already)} already applied; {result.seconds:.2f}s)")
+        log.info(f"migrations: nothing pending ({len(result.already)} already applied; {result.seconds:.2f}s)")
     return result

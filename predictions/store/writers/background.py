@@ -8,14 +8,17 @@ counted, logged with its cause, and left in the local spool for `python entrypoi
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from predictions.store.writers.base import PermanentWriteError, PredictionWriter, TransientWriteError
+
+log = logging.getLogger(__name__)
 
 _STOP = object()  # the worker's last queue item
 MAX_ERRORS_KEPT = 50  # distinct messages in DeliveryStats.errors; bounded for a long job
@@ -48,14 +51,12 @@ class BackgroundWriter:
         *,
         max_pending_rounds: int = 64,
         drain_timeout_s: float = 120,
-        log: Callable[[str], None] = print,
         spool_path: Path | str | None = None,
     ):
         assert max_pending_rounds > 0 and drain_timeout_s >= 0
         self.inner = inner
         self.name = inner.name
         self.drain_timeout_s = drain_timeout_s
-        self.log = log
         self.spool_path = spool_path
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending_rounds)
         self._lock = threading.Lock()  # the counters are updated by both threads
@@ -103,7 +104,7 @@ class BackgroundWriter:
             stopped = not self._thread.is_alive()
         if not stopped:
             self._abandoned.set()  # the worker writes nothing after it wakes up
-            self.log(
+            log.info(
                 f"predictions: the {self.name} writer did not finish within {self.drain_timeout_s:g} s; "
                 "giving up on the rounds still queued"
             )
@@ -116,7 +117,7 @@ class BackgroundWriter:
             command = "python entrypoint.py replay"
             if self.spool_path is not None:
                 command += f" --spool {self.spool_path}"
-            self.log(
+            log.info(
                 f"predictions: {stats.rows_not_delivered} rows were not delivered to {self.name} "
                 f"({stats.rows_failed} failed, {stats.rows_pending_at_close} still pending); they are in the "
                 f"local spool: run `{command}` to send them"
@@ -165,12 +166,12 @@ class BackgroundWriter:
         self._logged.add(message)
         # After close gave up, the round in flight was already reported as pending: no new line.
         if (first or not log_once) and not self._abandoned.is_set():
-            self.log(f"predictions: {message}")
+            log.info(f"predictions: {message}")
 
     def _close_inner(self) -> None:
         try:
             self.inner.close()
         except Exception as e:  # noqa: BLE001 - closing must still return the stats
-            self.log(f"predictions: closing the {self.name} writer failed: {type(e).__name__}: {e}")
+            log.info(f"predictions: closing the {self.name} writer failed: {type(e).__name__}: {e}")
             with self._lock:
                 self._stats.errors.append(f"close: {type(e).__name__}: {e}")

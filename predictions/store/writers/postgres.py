@@ -18,11 +18,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from predictions.store.migrations import redact
 from predictions.store.rows import CONFLICT_KEY, ROW_COLUMNS
 from predictions.store.sanitize import sanitize_row
 from predictions.store.tableshape import MIGRATE_COMMAND, TableShape
 from predictions.store.writers.base import PermanentWriteError, TransientWriteError
+from trainer.redact import hide
 
 T = TypeVar("T")
 
@@ -152,7 +152,7 @@ class PostgresWriter:
                 self._conn.close()
                 self._conn = None  # the next call reconnects
             typed = _classify(e)
-            raise type(typed)(redact(str(typed), self._url)) from None
+            raise type(typed)(hide(str(typed), self._url)) from None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         """Sanitise, insert one batch in one transaction; rows already stored are left as they are."""

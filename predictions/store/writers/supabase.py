@@ -30,6 +30,7 @@ from predictions.store.rows import CONFLICT_KEY, Generation, Sample, Scores, mak
 from predictions.store.sanitize import sanitize_row, split_by_bytes
 from predictions.store.tableshape import MIGRATE_COMMAND, TableShape
 from predictions.store.writers.base import PermanentWriteError, TransientWriteError
+from trainer.redact import hide
 
 TABLE = "training_predictions"
 ON_CONFLICT = ",".join(CONFLICT_KEY)
@@ -239,7 +240,8 @@ class SupabaseWriter:
                          "Accept": "application/openapi+json"},
             )
         except TRANSIENT_HTTPX as e:
-            raise TransientWriteError(self._redact(f"{TABLE}: describing the table: {type(e).__name__}: {e}")) from None
+            raise TransientWriteError(
+                hide(f"{TABLE}: describing the table: {type(e).__name__}: {e}", self._key)) from None
         if classify(response.status_code, None) is TransientWriteError:  # 5xx, 408, 429: try again
             raise TransientWriteError(f"{TABLE}: describing the table: HTTP {response.status_code}")
         try:
@@ -315,9 +317,9 @@ class SupabaseWriter:
         try:
             return query.execute().data or []
         except TRANSIENT_HTTPX as e:
-            raise TransientWriteError(self._redact(f"{TABLE}: {type(e).__name__}: {e}")) from None
+            raise TransientWriteError(hide(f"{TABLE}: {type(e).__name__}: {e}", self._key)) from None
         except httpx.HTTPError as e:
-            raise PermanentWriteError(self._redact(f"{TABLE}: {type(e).__name__}: {e}")) from None
+            raise PermanentWriteError(hide(f"{TABLE}: {type(e).__name__}: {e}", self._key)) from None
         except APIError as e:
             raise self._error(e) from None
 
@@ -330,10 +332,10 @@ class SupabaseWriter:
         said = f"HTTP {status}, {e.code or 'no code'}: {server}".strip()
         if kind is TransientWriteError:
             err: TransientWriteError | PermanentWriteError = TransientWriteError(
-                self._redact(f"{TABLE}: {said}")
+                hide(f"{TABLE}: {said}", self._key)
             )
         else:
-            err = PermanentWriteError(self._redact(f"{fix_for(status, e.code, server)} [{said}]"))
+            err = PermanentWriteError(hide(f"{fix_for(status, e.code, server)} [{said}]", self._key))
         err.code, err.status = e.code, status  # type: ignore[attr-defined]
         return err
 
@@ -350,10 +352,6 @@ class SupabaseWriter:
             raise TransientWriteError(
                 f"supabase: {what} not written after {self.max_attempts} attempts: {e}"
             ) from e
-
-    def _redact(self, text: str) -> str:
-        # Defence in depth: no message we build includes the key, but a server may echo it.
-        return text.replace(self._key, "<hidden>") if self._key else text
 
     @staticmethod
     def _probe_row() -> dict[str, Any]:
