@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from predictions.store.rows import ROW_COLUMNS
+from trainer.config.exits import EXIT_CHECK_FAILED, EXIT_OK
 from trainer.redact import hide
 
 log = logging.getLogger(__name__)
@@ -369,4 +370,4 @@ def diagnose_command(job_id: str | None = None, *, http_client=None) -> int:
     counts = Counter(f.status for f in d.findings)
     log.info(f"diagnose: {counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed, "
              f"{counts['skip']} skipped")
-    return 0 if d.ok else 1
+    return EXIT_OK if d.ok else EXIT_CHECK_FAILED

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from predictions.metrics import summary_columns
+from trainer.config.exits import EXIT_NO_INPUT, EXIT_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,10 @@ def report_command(cfg, *, job_id: str | None, html: Path | None, source: str, t
         history = load_job_history(cfg, job, source=source, threshold=threshold)
     except SourceError as e:
         log.info(f"report: cannot read the predictions: {e}")
-        return 69  # EX_UNAVAILABLE
+        return EXIT_UNAVAILABLE
     if not history.rounds:
         log.info(f"report: no predictions for job {job} in {history.source}")
-        return 66  # EX_NOINPUT
+        return EXIT_NO_INPUT
     print_history(history, console, detail=detail)
     if html is not None:
         log.info(f"report: HTML written to {write_html(history, html)}")

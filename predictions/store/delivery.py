@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from predictions.store.writers.base import PredictionWriter, WriteError
-from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT
+from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_NO_INPUT, EXIT_PREFLIGHT
 from trainer.config.job import JobConfig
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def replay_command(cfg: JobConfig, spool: Path) -> int:
         return EXIT_CONFIG
     if not spool.exists():
         log.info(f"replay: {spool} does not exist")
-        return 66  # EX_NOINPUT
+        return EXIT_NO_INPUT
     from predictions.store.replay import replay_spool
 
     writer = make_writer(cfg)
