@@ -1,6 +1,6 @@
-"""diagnose and the report in Supabase mode, against a double of PostgREST (no PostgREST server can
-run here): it answers the OpenAPI description at /rest/v1/ and paged selects as PostgREST does,
-and checks what it is sent (the key's headers, the owner's filters, offset / limit)."""
+"""diagnose and the report in Supabase mode, against the PostgREST double (tests/postgrest_double.py;
+no PostgREST server can run here): it answers the OpenAPI description at /rest/v1/ and paged selects
+as PostgREST does, and checks what it is sent (the key's headers, the owner's filters, offset / limit)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 from predictions.report import sources
 from predictions.report.diagnose import run_checks
-from predictions.store.rows import ROW_COLUMNS
+from predictions.store.rows import COLUMN_TYPES, ROW_COLUMNS
+from tests.postgrest_double import PostgrestDouble
 from tests.test_history import new_row
 from tests.test_supabase_writer import jwt
 
@@ -20,31 +21,17 @@ URL = "https://project.supabase.co"
 SECRET = "sb_secret_canary-0123456789"
 JOB = "44444444-4444-4444-8444-444444444444"
 OWNER = "11111111-1111-4111-8111-111111111111"
+#: What every read of the table carries: the owner's filters, the order, the columns, a page.
+READ_AS_OWNER = {"job_id": f"eq.{JOB}", "user_id": f"eq.{OWNER}", "order": "step.asc,sample_index.asc",
+                 "select": None, "offset": None, "limit": None}
 
 
-class PostgREST:
-    """GET /rest/v1/ (OpenAPI) and GET /rest/v1/training_predictions (filters, order, offset/limit)."""
-
-    def __init__(self, rows: list[dict], key: str = SECRET, columns=ROW_COLUMNS):
-        self.rows, self.key, self.columns = rows, key, columns
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if request.headers.get("apikey") != self.key:
-            return httpx.Response(401, json={"message": "Invalid API key"})
-        if request.url.path == "/rest/v1/":
-            tables = {"training_predictions": {"properties": {c: {} for c in self.columns}}} if self.columns else {}
-            return httpx.Response(200, json={"swagger": "2.0", "definitions": tables})
-        assert request.url.path == "/rest/v1/training_predictions" and request.method == "GET"
-        q = parse_qs(request.url.query.decode())
-        assert q["job_id"] == [f"eq.{JOB}"] and q["user_id"] == [f"eq.{OWNER}"]  # as the owner sees them
-        assert q["order"] == ["step.asc,sample_index.asc"]
-        offset, limit = int(q["offset"][0]), int(q["limit"][0])
-        keep = None if q["select"] == ["*"] else q["select"][0].split(",")
-        page = [{k: v for k, v in r.items() if keep is None or k in keep}
-                for r in self.rows[offset:offset + limit]]
-        return httpx.Response(200, json=page)
+def postgrest(rows: list[dict], key: str = SECRET, columns: dict[str, str] | None = COLUMN_TYPES) -> PostgrestDouble:
+    """The shared PostgREST double holding `rows`: only `key` is let in (401 otherwise), `columns`
+    None is a table the API does not have, and every read must be the owner's, ordered and paged."""
+    server = PostgrestDouble(columns or {}, exists=columns is not None, api_keys=[key], require=READ_AS_OWNER)
+    server.rows = rows
+    return server
 
 
 def stored_rows() -> list[dict]:
@@ -63,15 +50,16 @@ def supabase_env(job_environ):
     return use
 
 
-def check(server: PostgREST):
+def check(server: PostgrestDouble):
     d = run_checks(http_client=httpx.Client(transport=httpx.MockTransport(server)))
+    assert all(r.method == "GET" for r in server.requests)  # diagnose only reads
     return d, {f.check: f for f in d.findings}
 
 
 @pytest.mark.parametrize("key", [jwt("anon"), "sb_publishable_abc"])
 def test_an_anon_key_fails_the_key_role_check_with_its_fix(supabase_env, key, caplog):
     supabase_env(key)
-    d, found = check(PostgREST(stored_rows(), key=key))
+    d, found = check(postgrest(stored_rows(), key=key))
     assert found["key role"].status == "fail" and "service_role" in found["key role"].fix
     assert found["table"].status == "skip" and not d.ok
     assert key not in caplog.text
@@ -82,7 +70,7 @@ def test_a_service_key_through_the_api_alone(supabase_env, caplog):
     out.mkdir()
     spool = [{**r, "job_id": JOB} for r in stored_rows()] + [{**new_row(30, i, "a b", "a b"), "job_id": JOB} for i in range(4)]
     (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in spool))
-    d, found = check(PostgREST(stored_rows()))
+    d, found = check(postgrest(stored_rows()))
     assert [found[c].status for c in ("configuration", "storage mode", "key role", "table")] == ["pass"] * 4
     for name in ("row level security", "unique key", "realtime"):  # PostgREST cannot show these
         assert found[name].status == "warn" and "SUPABASE_DB_URL" in found[name].fix
@@ -93,18 +81,19 @@ def test_a_service_key_through_the_api_alone(supabase_env, caplog):
 
 def test_a_table_the_api_does_not_have(supabase_env):
     supabase_env(SECRET)
-    d, found = check(PostgREST([], columns=None))
+    d, found = check(postgrest([], columns=None))
     assert found["table"].status == "fail" and "migrations" in found["table"].fix
     assert found["rows of the job"].status == "skip"
-    d, found = check(PostgREST([], columns=ROW_COLUMNS[:-3]))
+    d, found = check(postgrest([], columns={c: COLUMN_TYPES[c] for c in ROW_COLUMNS[:-3]}))
     assert found["table"].status == "fail" and ROW_COLUMNS[-1] in found["table"].detail
 
 
 def test_the_report_reads_the_table_page_by_page_as_its_owner(monkeypatch):
     monkeypatch.setattr(sources, "PAGE_ROWS", 5)
-    server = PostgREST(stored_rows())
+    server = postgrest(stored_rows())
     rows = sources.supabase_rows(URL, SECRET, JOB, OWNER, http_client=httpx.Client(transport=httpx.MockTransport(server)))
     assert [(r["step"], r["sample_index"]) for r in rows] == [(s, i) for s in (0, 10, 20) for i in range(4)]
+    assert all(r.method == "GET" for r in server.requests)
     assert [parse_qs(r.url.query.decode())["offset"] for r in server.requests] == [["0"], ["5"], ["10"]]
     assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests)
 
