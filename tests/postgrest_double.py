@@ -130,7 +130,8 @@ class PostgrestDouble:
         if request.url.path == "/rest/v1/":
             if not self.describe:
                 return httpx.Response(404)
-            return httpx.Response(200, json=openapi(self.columns) if self.exists else {"swagger": "2.0", "definitions": {}})
+            described = openapi(self.columns) if self.exists else {"swagger": "2.0", "definitions": {}}
+            return httpx.Response(200, json=described)
         assert request.url.path == f"/rest/v1/{TABLE}", request.url
         if self.api_keys is None:
             assert request.headers["apikey"].startswith("sb_secret_")

@@ -98,19 +98,17 @@ def test_replay_through_the_supabase_writer_sends_valid_bodies(spool: Path):
     import httpx
     from tenacity import wait_none
 
+    from predictions.store.rows import COLUMN_TYPES
     from predictions.store.writers.supabase import SupabaseWriter
+    from tests.postgrest_double import PostgrestDouble
 
-    bodies: list[list[dict]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "GET":  # the table's description: none here, so sql/'s shape is assumed
-            return httpx.Response(404, json={"message": "not found"})
-        bodies.append(json.loads(request.content.decode("utf-8")))
-        return httpx.Response(201)
-
-    http = httpx.Client(transport=httpx.MockTransport(handler))
+    # The migrated table (user_id as text: these rows' owner is not a UUID), without its
+    # description: sql/'s shape is assumed.
+    table = PostgrestDouble({**COLUMN_TYPES, "user_id": "text"}, unique_key=True, describe=False)
+    http = httpx.Client(transport=httpx.MockTransport(table))
     writer = SupabaseWriter("https://p.supabase.co", "sb_secret_x", http_client=http, wait=wait_none())
     assert replay_spool(spool, writer, batch_rows=100) == 12
+    bodies = [json.loads(r.content.decode("utf-8")) for r in table.requests if r.method == "POST"]
     sent = [r for body in bodies for r in body]
     assert {r["prediction"] for r in sent} == {"ans\ufffd"}
     assert {r["char_error_rate"] for r in sent} == {None}
