@@ -4,15 +4,15 @@ file under OUTPUT_DIR (training_args.bin unpickled included) and no printed line
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 
 import psycopg
 import pytest
 import torch
 
+from predictions.store.rows import COLUMN_TYPES
 from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
+from tests.postgrest_double import PostgrestDouble
 
 pytestmark = [pytest.mark.slow]
 
@@ -25,60 +25,20 @@ def jwt(role: str, signature: str) -> str:
     return f"{part({'alg': 'HS256'})}.{part({'role': role, 'iss': 'supabase'})}.{signature}"
 
 
-class FakePostgrest:
-    """Answers the Supabase writer's requests like PostgREST would on success, and records them."""
-
-    def __init__(self):
-        self.requests: list[tuple[str, str, dict]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _answer(self, status: int, body: bytes = b""):
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                outer.requests.append((self.command, self.path, headers))
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):  # noqa: N802
-                self._answer(200, b"[]")
-
-            def do_HEAD(self):  # noqa: N802
-                self._answer(200)
-
-            def do_POST(self):  # noqa: N802
-                self._answer(201)
-
-            def do_DELETE(self):  # noqa: N802
-                self._answer(204)
-
-            def log_message(self, *args):
-                return None
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.mark.postgres
 def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
     db_password = f"{CANARY}-db"
     with psycopg.connect(pg_db, autocommit=True) as conn:
         conn.execute(f"create role migrator login superuser password '{db_password}'")
     db_url = pg_db.replace("postgres:pg-test-password", f"migrator:{db_password}")
-    api = FakePostgrest()
+    service_key = jwt("service_role", f"{CANARY}-service")
+    api = PostgrestDouble(COLUMN_TYPES, unique_key=True, api_keys=[service_key])  # the migrated table
+    server = api.serve()
     out = tmp_path / "out"
     env = job_env(
         out,
-        SUPABASE_URL=api.url,
-        SUPABASE_SERVICE_KEY=jwt("service_role", f"{CANARY}-service"),
+        SUPABASE_URL=server.url,
+        SUPABASE_SERVICE_KEY=service_key,
         SUPABASE_ANON_KEY=jwt("anon", f"{CANARY}-anon"),
         SUPABASE_DB_URL=db_url,
         JOB_ID="33333333-3333-4333-8333-333333333333",
@@ -87,16 +47,19 @@ def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
         PREDICTIONS_CONFIG={"enabled": True, "sample_count": 3, "sample_frequency": "steps", "step_interval": 5,
                             "max_new_tokens": 4},
     )
-    proc = run_entrypoint(env)
+    try:
+        proc = run_entrypoint(env)
+    finally:
+        server.close()
     printed = proc.stdout + proc.stderr
     assert proc.returncode == 0, printed[-4000:]
     assert "role=service_role" in printed and "role=anon" in printed  # the report shows roles, not values
     assert CANARY not in printed
 
     # The key went where it belongs: the API's headers, and nowhere else.
-    posts = [r for r in api.requests if r[0] == "POST" and "training_predictions" in r[1]]
-    assert posts and all(CANARY in r[2].get("apikey", "") for r in posts)
-    assert all(CANARY not in r[1] for r in api.requests)  # never in a URL
+    posts = [r for r in api.requests if r.method == "POST" and "training_predictions" in r.url.path]
+    assert posts and all(CANARY in r.headers.get("apikey", "") for r in posts)
+    assert all(CANARY not in str(r.url) for r in api.requests)  # never in a URL
 
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.name == "training_args.bin" for p in files) and any(p.name == "trainer_state.json" for p in files)
