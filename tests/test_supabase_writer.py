@@ -1,4 +1,4 @@
-"""predictions/store/writers/supabase.py against a double at the HTTP transport (no PostgREST here)."""
+"""predictions/store/writers/supabase.py against the PostgREST double (tests/postgrest_double.py) at the HTTP transport."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from predictions.store.rows import COLUMN_TYPES, PLATFORM_COLUMNS, Generation, S
 from predictions.store.sanitize import sanitize_row
 from predictions.store.writers.base import PermanentWriteError, TransientWriteError
 from predictions.store.writers.supabase import FIX_KEY, FIX_RLS, FIX_TABLE, SupabaseWriter
-from tests.postgrest_double import PostgrestDouble, openapi
+from tests.postgrest_double import PostgrestDouble
 
 URL = "https://project.supabase.co"
 SECRET = "sb_secret_do-not-leak-0123456789"
@@ -39,39 +39,32 @@ def row(i: int, prediction: str = "answer") -> dict:
     )
 
 
-class Server:
-    """Answers requests from a script of responses (or exceptions); records what it was sent.
-    The table's description (GET /rest/v1/) is answered apart: every column of this image."""
-
-    def __init__(self, *script):
-        self.script = list(script)
-        self.requests: list[httpx.Request] = []
-        self.described = 0
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/rest/v1/":
-            self.described += 1
-            return httpx.Response(200, json=openapi(COLUMN_TYPES))
-        self.requests.append(request)
-        step = self.script.pop(0) if self.script else 201
-        if isinstance(step, Exception):
-            raise step
-        if isinstance(step, tuple):
-            status, body = step
-            return httpx.Response(status, json=body)
-        return httpx.Response(step)
+#: The service keys these tests write with: any other is answered 401 by the double.
+SERVICE_KEYS = (SECRET, jwt("service_role"))
 
 
-def writer(server: Server, key: str = SECRET, **kw) -> SupabaseWriter:
+def migrated(*script) -> PostgrestDouble:
+    """The migrated table (every column of this image, the unique key) in the PostgREST double,
+    answering the next requests for the table from `script` (statuses, (status, body) pairs or
+    exceptions: the faults and refusals under test) before it models them."""
+    return PostgrestDouble(COLUMN_TYPES, unique_key=True, api_keys=SERVICE_KEYS, script=script)
+
+
+def table_requests(server: PostgrestDouble) -> list[httpx.Request]:
+    """The requests for the table (the description, GET /rest/v1/, left out)."""
+    return [r for r in server.requests if r.url.path != "/rest/v1/"]
+
+
+def writer(server: PostgrestDouble, key: str = SECRET, **kw) -> SupabaseWriter:
     http = httpx.Client(transport=httpx.MockTransport(server))
     return SupabaseWriter(URL, key, http_client=http, wait=wait_none(), **kw)
 
 
 def test_the_upsert_request():
-    server = Server(201)
+    server = migrated()
     rows = [row(0, "a\x00b"), row(1)]
     writer(server).write(rows)
-    (req,) = server.requests
+    (req,) = table_requests(server)
     assert req.method == "POST" and req.url.path == "/rest/v1/training_predictions"
     assert parse_qs(req.url.query.decode())["on_conflict"] == ["job_id,step,sample_index"]
     assert req.headers["apikey"] == SECRET
@@ -84,44 +77,44 @@ def test_the_upsert_request():
 
 
 def test_retries_503_then_succeeds():
-    server = Server(503, 503, 201)
+    server = migrated(503, 503)
     writer(server).write([row(0)])
-    assert len(server.requests) == 3
+    assert len(table_requests(server)) == 3
 
 
 @pytest.mark.parametrize("drop", [httpx.RemoteProtocolError("server disconnected"), httpx.ConnectError("refused")])
 def test_retries_a_dropped_connection(drop):
-    server = Server(drop, 201)
+    server = migrated(drop)
     writer(server).write([row(0)])
-    assert len(server.requests) == 2
+    assert len(table_requests(server)) == 2
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 504, 520])
 def test_transient_statuses_are_retried(status):
-    server = Server(status, 201)
+    server = migrated(status)
     writer(server).write([row(0)])
-    assert len(server.requests) == 2
+    assert len(table_requests(server)) == 2
 
 
 def test_postgres_connection_codes_are_retried():
-    server = Server((503, {"code": "PGRST001", "message": "could not connect"}), (500, {"code": "57P01"}), 201)
+    server = migrated((503, {"code": "PGRST001", "message": "could not connect"}), (500, {"code": "57P01"}))
     writer(server).write([row(0)])
-    assert len(server.requests) == 3
+    assert len(table_requests(server)) == 3
 
 
 def test_a_json_error_without_a_code_is_judged_by_its_status():
     # A gateway's JSON error carries no code: only the HTTP status tells 502 from 401.
-    server = Server((502, {"message": "Bad gateway"}), (401, {"message": "Invalid API key"}))
+    server = migrated((502, {"message": "Bad gateway"}), (401, {"message": "Invalid API key"}))
     with pytest.raises(PermanentWriteError, match="set SUPABASE_SERVICE_KEY"):
         writer(server).write([row(0)])
-    assert len(server.requests) == 2
+    assert len(table_requests(server)) == 2
 
 
 def test_gives_up_after_max_attempts():
-    server = Server(*[503] * 10)
+    server = migrated(*[503] * 10)
     with pytest.raises(TransientWriteError, match="after 4 attempts"):
         writer(server, max_attempts=4).write([row(0)])
-    assert len(server.requests) == 4
+    assert len(table_requests(server)) == 4
 
 
 @pytest.mark.parametrize(
@@ -139,15 +132,15 @@ def test_gives_up_after_max_attempts():
     ],
 )
 def test_permanent_errors_are_not_retried(response, fix):
-    server = Server(response, 201)
+    server = migrated(response)
     with pytest.raises(PermanentWriteError) as e:
         writer(server).write([row(0)])
-    assert len(server.requests) == 1
+    assert len(table_requests(server)) == 1
     assert fix in str(e.value)
 
 
 def test_the_key_is_never_shown():
-    w = writer(Server(*[503] * 3, (403, {"code": "42501", "message": f"echo {SECRET}"})), max_attempts=3)
+    w = writer(migrated(*[503] * 3, (403, {"code": "42501", "message": f"echo {SECRET}"})), max_attempts=3)
     with pytest.raises(TransientWriteError) as transient:
         w.write([row(0)])
     with pytest.raises(PermanentWriteError) as permanent:
@@ -157,35 +150,35 @@ def test_the_key_is_never_shown():
 
 
 def test_big_rounds_split_under_max_request_bytes():
-    server = Server()
+    server = migrated()
     rows = [row(i, "x" * 2_000) for i in range(30)]
     writer(server, max_request_bytes=10_000).write(rows)
-    assert len(server.requests) > 1
-    assert all(len(r.content) <= 10_000 for r in server.requests)
-    sent = [r for req in server.requests for r in json.loads(req.content)]
+    assert len(table_requests(server)) > 1
+    assert all(len(r.content) <= 10_000 for r in table_requests(server))
+    sent = [r for req in table_requests(server) for r in json.loads(req.content)]
     assert [r["sample_index"] for r in sent] == list(range(30))
 
 
 def test_empty_round_sends_nothing():
-    server = Server()
+    server = migrated()
     writer(server).write([])
-    assert server.requests == []
+    assert table_requests(server) == []
 
 
 @pytest.mark.parametrize("key", [jwt("anon"), "sb_publishable_abc", "not-a-key"])
 def test_preflight_refuses_a_key_that_is_not_service_role_before_any_request(key):
-    server = Server()
+    server = migrated()
     with pytest.raises(PermanentWriteError, match="set SUPABASE_SERVICE_KEY to the service_role key") as e:
         writer(server, key=key).preflight()
-    assert server.requests == []
+    assert table_requests(server) == []
     assert key not in str(e.value)
 
 
 @pytest.mark.parametrize("key", [SECRET, jwt("service_role")])
 def test_preflight_accepts_service_role_keys(key):
-    server = Server((200, []), 201, 204)
+    server = migrated()
     writer(server, key=key).preflight()
-    select, upsert, delete = server.requests
+    select, upsert, delete = table_requests(server)
     assert select.method == "GET" and parse_qs(select.url.query.decode())["limit"] == ["0"]
     probe = json.loads(upsert.content)
     assert upsert.method == "POST" and probe[0]["step"] == -1
@@ -193,32 +186,32 @@ def test_preflight_accepts_service_role_keys(key):
 
 
 def test_preflight_names_a_missing_table():
-    server = Server((404, {"code": "PGRST205", "message": "Could not find the table 'public.training_predictions'"}))
+    server = PostgrestDouble(COLUMN_TYPES, exists=False)  # the migrations never ran
     with pytest.raises(PermanentWriteError, match="apply the migrations"):
         writer(server).preflight()
 
 
 def test_preflight_reports_rls_on_the_probe_write():
-    server = Server((200, []), (403, RLS_BODY))
+    server = migrated((200, []), (403, RLS_BODY))
     with pytest.raises(PermanentWriteError, match="row-level security rejected the insert"):
         writer(server).preflight()
 
 
 def test_preflight_probe_refused_by_a_constraint_still_proves_the_write():
     # A foreign key on the nil job id: privileges and RLS were checked before the constraint.
-    server = Server((200, []), (409, {"code": "23503", "message": "violates foreign key constraint"}), 204)
+    server = migrated((200, []), (409, {"code": "23503", "message": "violates foreign key constraint"}))
     writer(server).preflight()
-    assert [r.method for r in server.requests] == ["GET", "POST", "DELETE"]
+    assert [r.method for r in table_requests(server)] == ["GET", "POST", "DELETE"]
 
 
 def test_preflight_unreachable_server_is_transient():
-    server = Server(*[httpx.ConnectError("refused")] * 3)
+    server = migrated(*[httpx.ConnectError("refused")] * 3)
     with pytest.raises(TransientWriteError):
         writer(server, max_attempts=3).preflight()
 
 
 def test_preflight_probe_refused_by_a_check_constraint_is_raised():
-    server = Server((200, []), (400, {"code": "23514", "message": "violates check constraint"}))
+    server = migrated((200, []), (400, {"code": "23514", "message": "violates check constraint"}))
     with pytest.raises(PermanentWriteError, match="constraint"):
         writer(server).preflight()
 
