@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 ALPACA = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -298,14 +301,14 @@ def usable_examples(file: FileRows, tokenizer=None, *, context: int | None = Non
 
 
 def load_examples(path: str | Path, tokenizer, *, label: str | None = None, name: str | None = None,
-                  context: int | None = None, log: Callable[[str], None] = print) -> list[Example]:
+                  context: int | None = None) -> list[Example]:
     """Every usable row of `path`; skipped rows are counted by reason with their lines in the log.
     None usable is a DataError naming `label` (the variable and file)."""
     file = read_rows(path, name)
     label = label or file.name
     checked = usable_examples(file, tokenizer, context=context)
     for line in checked.describe(label):
-        log(line)
+        log.info(line)
     if not checked.examples:
         raise DataError(f"{label}: no usable row; {FORMATS_HELP}")
     return checked.examples

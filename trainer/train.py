@@ -7,6 +7,7 @@ each prediction round; the main process alone writes them (predictions/rounds.py
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -27,12 +28,13 @@ from trainer.logs import setup as setup_logging
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
 from trainer.pod.launch import fsdp_enabled
 
+# By name: run as a script (accelerate launch, python -m trainer.train), __name__ is "__main__".
+log = logging.getLogger("trainer.train")
+
 #: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
 COLLECTIVE_TIMEOUT_S = 4 * 3600
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
+#: The modules whose lines the main process alone prints when several processes train.
+MAIN_PROCESS_LOGGERS = ("trainer.data", "trainer.model", "trainer.checkpoints")
 
 
 def training_arguments(cfg: JobConfig) -> TrainingArguments:
@@ -84,24 +86,25 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
     )
 
 
-def load_data(cfg: JobConfig, tokenizer, log=log):
+def load_data(cfg: JobConfig, tokenizer, *, is_main: bool = True):
     """Training, evaluation and predictions-samples examples (None where there is no such file),
-    read and checked as the parent's data check reads them."""
+    read and checked as the parent's data check reads them. The main process alone says what it held out."""
     context = model_context(cfg, tokenizer)
-    read = {s.variable: load_examples(fetch(s, cfg.output_dir), tokenizer, label=s.label, context=context, log=log)
+    read = {s.variable: load_examples(fetch(s, cfg.output_dir), tokenizer, label=s.label, context=context)
             for s in sources(cfg)}
     train = read.pop("DATASET_PATH", None) or read.pop("DATASET_URL")
     evaluation = read.get("EVAL_DATASET_PATH")
     if evaluation is None and cfg.training.eval_split > 0:
         train, evaluation = split_holdout(train, cfg.training.eval_split, cfg.training.seed)
-        log(f"data: held out {len(evaluation)} of {len(train) + len(evaluation)} rows for evaluation")
+        if is_main:
+            log.info(f"data: held out {len(evaluation)} of {len(train) + len(evaluation)} rows for evaluation")
     return train, evaluation, read.get("PREDICTIONS_CONFIG.samples_path")
 
 
 def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None,
-                 samples_rows: list[Example] | None, log=log):
+                 samples_rows: list[Example] | None, log=log.info):
     """The fixed sample: from samples_path (its rows, read with the data), else the evaluation
-    data, else the training data."""
+    data, else the training data. `log` goes to predictions' with_prompts only."""
     p = cfg.predictions
     train_source, *others = sources(cfg)
     by_variable = {s.variable: s for s in others}
@@ -158,18 +161,22 @@ def main() -> int:
     try:
         cfg = load_config()
     except ConfigError as e:  # the parent validated already; this guards a direct invocation
-        log(f"configuration error: {e}")
+        log.info(f"configuration error: {e}")
         return EXIT_CONFIG
 
     args = training_arguments(cfg)  # initialises the distributed state under accelerate launch
     is_main = args.process_index == 0
     tokenizer = load_tokenizer(cfg)
-    quiet = log if is_main else (lambda _m: None)  # one copy of each line, not one per rank
+    # One copy of each line, not one per rank: the other ranks read the same data and build the same model.
+    quiet = log.info if is_main else (lambda _m: None)
+    if not is_main:
+        for name in MAIN_PROCESS_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with args.main_process_first(local=True, desc="data"):  # one rank downloads, the others reuse
-            train, evaluation, samples_rows = load_data(cfg, tokenizer, quiet)
+            train, evaluation, samples_rows = load_data(cfg, tokenizer, is_main=is_main)
     except DataError as e:  # the parent checked already; a hub tokenizer can still find prompts too long
-        log(f"data error: {e}")
+        log.info(f"data error: {e}")
         if is_main:
             record_failure(cfg.output_dir, str(e))
         return EXIT_CONFIG
@@ -179,13 +186,13 @@ def main() -> int:
     if cfg.training.eval_strategy == "no":
         eval_ds = None
 
-    model = load_model(cfg, tokenizer, log=quiet)
-    resume = checkpoints.newest_complete(cfg.output_dir, log=log if is_main else None)
+    model = load_model(cfg, tokenizer)
+    resume = checkpoints.newest_complete(cfg.output_dir)
 
     callbacks, rounds, remote = [checkpoints.MarkComplete(), *progress.callbacks(cfg)], None, None
     samples = pick_samples(cfg, tokenizer, train, evaluation, samples_rows, log=quiet) if cfg.predictions.enabled else []
-    if cfg.predictions.enabled and not samples:
-        quiet("predictions: no usable sample (every prompt is empty); no rounds")
+    if is_main and cfg.predictions.enabled and not samples:
+        log.info("predictions: no usable sample (every prompt is empty); no rounds")
     if samples:
         from predictions.callback import PredictionsCallback
         from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env
@@ -196,8 +203,8 @@ def main() -> int:
         if is_main:
             from predictions.store.delivery import open_remote_writer, previously_written_steps
 
-            remote = open_remote_writer(cfg, log=log)
-            done_steps = previously_written_steps(cfg, len(samples), log=log)
+            remote = open_remote_writer(cfg, log=log.info)
+            done_steps = previously_written_steps(cfg, len(samples), log=log.info)
             local = LocalJsonlWriter(cfg.predictions_path)
         # Every rank generates its share of a round (with FSDP in lockstep); the main process writes.
         rounds = PredictionRounds(
@@ -221,9 +228,9 @@ def main() -> int:
         if is_main:
             when = {"eval": "after each evaluation", "epoch": "at each epoch end",
                     "steps": f"every {cfg.predictions.step_interval} steps"}[cfg.predictions.sample_frequency]
-            log(f"predictions: {len(samples)} samples from {samples[0].sample_source}, {when}")
+            log.info(f"predictions: {len(samples)} samples from {samples[0].sample_source}, {when}")
     elif is_main and not cfg.predictions.enabled:
-        log("predictions: disabled (PREDICTIONS_CONFIG.enabled is false); no callback registered")
+        log.info("predictions: disabled (PREDICTIONS_CONFIG.enabled is false); no callback registered")
 
     trainer = Trainer(
         model=model,
@@ -235,7 +242,7 @@ def main() -> int:
         callbacks=callbacks,
     )
     if resume:
-        log(f"resume: from {resume.name}")
+        log.info(f"resume: from {resume.name}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     if fsdp_enabled():
@@ -244,10 +251,10 @@ def main() -> int:
         trainer.save_model(str(cfg.output_dir / "final"))
         if is_main:
             tokenizer.save_pretrained(cfg.output_dir / "final")
-            log(f"saved: model (gathered from the FSDP shards) and tokenizer in {cfg.output_dir / 'final'}")
+            log.info(f"saved: model (gathered from the FSDP shards) and tokenizer in {cfg.output_dir / 'final'}")
     if is_main:
         if not fsdp_enabled():
-            save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training, log=log)
+            save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training)
         if rounds is not None:
             from predictions.report.summary import print_summary
 
@@ -255,11 +262,11 @@ def main() -> int:
             if remote is not None:
                 from predictions.store.delivery import finish_delivery
 
-                stats, caught_up = finish_delivery(cfg, remote, log=log)
+                stats, caught_up = finish_delivery(cfg, remote, log=log.info)
             from predictions.report.summary import write_run_report
 
             print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up,
-                          html=write_run_report(cfg, log=log), job_id=cfg.job_id)
+                          html=write_run_report(cfg, log=log.info), job_id=cfg.job_id)
     _barrier()
     return 0
 
