@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-import torch.distributed as dist
+from accelerate import PartialState
 from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,7 @@ class MarkComplete(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         # Every rank writes its own part (rng_state_<rank>.pth): wait until all are done.
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.barrier()
+        PartialState().wait_for_everyone()  # no-op with one process
         if not state.is_world_process_zero:
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

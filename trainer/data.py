@@ -304,14 +304,19 @@ def load_examples(path: str | Path, tokenizer, *, label: str | None = None, name
                   context: int | None = None) -> list[Example]:
     """Every usable row of `path`; skipped rows are counted by reason with their lines in the log.
     None usable is a DataError naming `label` (the variable and file)."""
-    file = read_rows(path, name)
+    return check_file(read_rows(path, name), tokenizer, label=label, context=context).examples
+
+
+def check_file(file: FileRows, tokenizer, *, label: str | None = None, context: int | None = None) -> Checked:
+    """`load_examples` on rows already read: the usable examples with the file's rows, logged;
+    None usable is a DataError naming `label`."""
     label = label or file.name
     checked = usable_examples(file, tokenizer, context=context)
     for line in checked.describe(label):
         log.info(line)
     if not checked.examples:
         raise DataError(f"{label}: no usable row; {FORMATS_HELP}")
-    return checked.examples
+    return checked
 
 
 def tokenize(example: Example, tokenizer, max_length: int) -> dict[str, list[int]]:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
@@ -22,7 +23,7 @@ from trainer.config.errors import ConfigError
 from trainer.config.exits import EXIT_CONFIG
 from trainer.config.job import JobConfig, expected_rounds
 from trainer.config.load import load_config
-from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
+from trainer.data import Checked, DataError, Example, FileRows, check_file, read_rows, split_holdout, tokenize
 from trainer.datacheck import fetch, model_context, record_failure, sources
 from trainer.logs import setup as setup_logging
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
@@ -87,29 +88,31 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
 
 
 def load_data(cfg: JobConfig, tokenizer, *, is_main: bool = True):
-    """Training, evaluation and predictions-samples examples (None where there is no such file),
-    read and checked as the parent's data check reads them. The main process alone says what it held out."""
+    """Training and evaluation examples (None where there is none), and every file as read and
+    checked (by variable), once each, as the parent's data check reads them. The main process
+    alone says what it held out."""
     context = model_context(cfg, tokenizer)
-    read = {s.variable: load_examples(fetch(s, cfg.output_dir), tokenizer, label=s.label, context=context)
+    read = {s.variable: check_file(read_rows(fetch(s, cfg.output_dir)), tokenizer, label=s.label, context=context)
             for s in sources(cfg)}
-    train = read.pop("DATASET_PATH", None) or read.pop("DATASET_URL")
-    evaluation = read.get("EVAL_DATASET_PATH")
+    train = read[sources(cfg)[0].variable].examples
+    evaluation = read["EVAL_DATASET_PATH"].examples if "EVAL_DATASET_PATH" in read else None
     if evaluation is None and cfg.training.eval_split > 0:
         train, evaluation = split_holdout(train, cfg.training.eval_split, cfg.training.seed)
         if is_main:
             log.info(f"data: held out {len(evaluation)} of {len(train) + len(evaluation)} rows for evaluation")
-    return train, evaluation, read.get("PREDICTIONS_CONFIG.samples_path")
+    return train, evaluation, read
 
 
 def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None,
-                 samples_rows: list[Example] | None, log=log.info):
-    """The fixed sample: from samples_path (its rows, read with the data), else the evaluation
-    data, else the training data. `log` goes to predictions' with_prompts only."""
+                 read: dict[str, Checked], log=log.info):
+    """The fixed sample: from samples_path, else the evaluation data, else the training data; the
+    rows as load_data read them. `log` goes to predictions' with_prompts only."""
     p = cfg.predictions
     train_source, *others = sources(cfg)
     by_variable = {s.variable: s for s in others}
     if p.samples_path:
-        source, file, examples = "samples", by_variable["PREDICTIONS_CONFIG.samples_path"], samples_rows
+        source, file = "samples", by_variable["PREDICTIONS_CONFIG.samples_path"]
+        examples = read[file.variable].examples
     elif evaluation:
         # A held-out split's rows come from (and are indexed in) the training file.
         source, file, examples = "eval", by_variable.get("EVAL_DATASET_PATH", train_source), evaluation
@@ -124,34 +127,20 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
     name = Path(file.location.split("?", 1)[0]).name
     # The rows as read give the platform's prompt ids (a hash of the source messages).
     return draw_samples(triples, p.sample_count, seed=p.seed, source=source, source_id=name,
-                        source_rows=_rows_by_position(fetch(file, cfg.output_dir)))
+                        source_rows=_rows_by_position(read[file.variable].file))
 
 
-def _rows_by_position(path: Path) -> list:
+def _rows_by_position(file: FileRows) -> list:
     """The file's rows indexed by source_index (None where a line could not be parsed)."""
-    parsed = read_rows(path).rows
-    rows: list = [None] * (max((position for _, position, _ in parsed), default=-1) + 1)
-    for _line, position, row in parsed:
+    rows: list = [None] * (max((position for _, position, _ in file.rows), default=-1) + 1)
+    for _line, position, row in file.rows:
         rows[position] = row
     return rows
 
 
-def _several_ranks() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _barrier() -> None:
-    if _several_ranks():
-        dist.barrier()
-
-
 def _from_main(value):
-    """The main process's `value`, on every rank."""
-    if not _several_ranks():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    """The main process's `value`, on every rank (as it is with one process)."""
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def main() -> int:
@@ -174,7 +163,7 @@ def main() -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with args.main_process_first(local=True, desc="data"):  # one rank downloads, the others reuse
-            train, evaluation, samples_rows = load_data(cfg, tokenizer, is_main=is_main)
+            train, evaluation, read = load_data(cfg, tokenizer, is_main=is_main)
     except DataError as e:  # the parent checked already; a hub tokenizer can still find prompts too long
         log.info(f"data error: {e}")
         if is_main:
@@ -190,7 +179,8 @@ def main() -> int:
     resume = checkpoints.newest_complete(cfg.output_dir)
 
     callbacks, rounds, remote = [checkpoints.MarkComplete(), *progress.callbacks(cfg)], None, None
-    samples = pick_samples(cfg, tokenizer, train, evaluation, samples_rows, log=quiet) if cfg.predictions.enabled else []
+    samples = pick_samples(cfg, tokenizer, train, evaluation, read, log=quiet) if cfg.predictions.enabled else []
+    del read  # the files' rows as read: not kept through training
     if is_main and cfg.predictions.enabled and not samples:
         log.info("predictions: no usable sample (every prompt is empty); no rounds")
     if samples:
@@ -267,7 +257,7 @@ def main() -> int:
 
             print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up,
                           html=write_run_report(cfg, log=log.info), job_id=cfg.job_id)
-    _barrier()
+    PartialState().wait_for_everyone()
     return 0
 
 
