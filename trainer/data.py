@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import random
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -343,8 +344,6 @@ def holdout_size(rows: int, fraction: float) -> int:
 
 def split_holdout(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """(train, held-out) with a fixed seed; at least one row on each side."""
-    import random
-
     idx = list(range(len(examples)))
     random.Random(seed).shuffle(idx)
     held = set(idx[:holdout_size(len(examples), fraction)])

@@ -90,6 +90,7 @@ def model_context(cfg: JobConfig, tokenizer) -> int | None:
 
 def _local_tokenizer(model_name: str):
     """The hub model's tokenizer if it is on this machine already (a path, or the HF cache); else None."""
+    # Here, not at the top: the parent loads transformers only for a hub model's data check.
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -171,7 +172,7 @@ def check_machine(cfg: JobConfig, processes: int, device: str) -> None:
         raise RunRefused(f"OUTPUT_DIR: {out} is not writable ({e.strerror}); checkpoints, the final model and the "
                          "predictions spool go there: mount a writable volume or choose another path") from None
     if device == "cuda":
-        import torch
+        import torch  # here, not at the top: the parent loads torch only to count the GPUs
 
         limit, what = torch.cuda.device_count(), "GPUs"
     else:

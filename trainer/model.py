@@ -11,6 +11,7 @@ import torch
 
 from trainer.config.job import JobConfig
 from trainer.config.schema import DEFAULT_OPTIM, TrainingConfig, bitsandbytes_optimizer
+from trainer.datacheck import local_files, user_data
 from trainer.demo import build_model, demo_tokenizer
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,9 @@ def resolve_dtype(training: TrainingConfig, precision: str):
 
 def load_tokenizer(cfg: JobConfig):
     if cfg.is_demo:  # trained on the job's own data when it has some (trainer/datacheck.py)
-        from trainer.datacheck import local_files, user_data
-
         return demo_tokenizer(local_files(cfg) if user_data(cfg) else None)
+    # transformers and peft are imported where used: the parent imports this module for
+    # resolve_optim / resolve_precision (torch only).
     from transformers import AutoTokenizer
 
     t = cfg.training

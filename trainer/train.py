@@ -17,6 +17,12 @@ from accelerate.utils import broadcast_object_list
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
+from predictions.callback import PredictionsCallback
+from predictions.report.summary import print_summary, write_run_report
+from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env, with_prompts
+from predictions.sampler import draw_samples
+from predictions.store.delivery import finish_delivery, open_remote_writer, previously_written_steps
+from predictions.store.writers.local import LocalJsonlWriter
 from trainer import checkpoints, progress
 from trainer.child import child_main
 from trainer.config.errors import ConfigError
@@ -118,9 +124,6 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
         source, file, examples = "eval", by_variable.get("EVAL_DATASET_PATH", train_source), evaluation
     else:
         source, file, examples = "train", train_source, train
-    from predictions.rounds import with_prompts
-    from predictions.sampler import draw_samples
-
     triples = with_prompts([(e.source_index, e.prompt, e.completion) for e in examples], tokenizer,
                               log=log, what=f"{source} rows")
     # The file's name only: a signed URL's query string is a credential.
@@ -184,15 +187,9 @@ def main() -> int:
     if is_main and cfg.predictions.enabled and not samples:
         log.info("predictions: no usable sample (every prompt is empty); no rounds")
     if samples:
-        from predictions.callback import PredictionsCallback
-        from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env
-        from predictions.store.writers.local import LocalJsonlWriter
-
         done_steps: set[int] = set()
         local = None
         if is_main:
-            from predictions.store.delivery import open_remote_writer, previously_written_steps
-
             remote = open_remote_writer(cfg, log=log.info)
             done_steps = previously_written_steps(cfg, len(samples), log=log.info)
             local = LocalJsonlWriter(cfg.predictions_path)
@@ -246,15 +243,9 @@ def main() -> int:
         if not fsdp_enabled():
             save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training)
         if rounds is not None:
-            from predictions.report.summary import print_summary
-
             stats, caught_up = None, None
             if remote is not None:
-                from predictions.store.delivery import finish_delivery
-
                 stats, caught_up = finish_delivery(cfg, remote, log=log.info)
-            from predictions.report.summary import write_run_report
-
             print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up,
                           html=write_run_report(cfg, log=log.info), job_id=cfg.job_id)
     PartialState().wait_for_everyone()
