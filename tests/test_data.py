@@ -51,15 +51,15 @@ def test_prompt_completion_and_instruction_formats(tokenizer):
     assert prompt == "### Instruction:\nsort\n\n### Response:\n"
 
 
-def test_rows_that_fit_no_format_are_skipped_and_counted_with_their_lines(tokenizer, tmp_path):
+def test_rows_that_fit_no_format_are_skipped_and_counted_with_their_lines(tokenizer, tmp_path, caplog):
     path = tmp_path / "mixed.jsonl"
     rows = [{"prompt": "red", "completion": "cat"}, {"text": "no format"}, {"messages": [{"role": "user", "content": "x"}]},
             {"prompt": "red", "completion": "  "}, [1, 2], {"prompt": 3, "completion": "x"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
-    lines = []
-    examples = load_examples(path, tokenizer, label="DATASET_PATH mixed.jsonl", log=lines.append)
+    caplog.clear()
+    examples = load_examples(path, tokenizer, label="DATASET_PATH mixed.jsonl")
     assert [e.source_index for e in examples] == [0]
-    assert lines == [
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("trainer")] == [
         "data: DATASET_PATH mixed.jsonl: 1 usable row (1 prompt/completion)",
         "data: DATASET_PATH mixed.jsonl: 5 rows skipped — fits no format: 1 (line 2); chat without a prompt and an "
         "assistant turn: 1 (line 3); empty completion: 1 (line 4); not a JSON object: 1 (line 5); wrong types: 1 (line 6)",
@@ -70,7 +70,7 @@ def test_a_dataset_with_no_usable_row_is_an_error(tokenizer, tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"text": "x"}) + "\n")
     with pytest.raises(DataError, match="bad.jsonl: no usable row; accepted rows"):
-        load_examples(path, tokenizer, log=lambda _m: None)
+        load_examples(path, tokenizer)
     (tmp_path / "bad.json").write_text('[{"prompt": "a",\n "completion": }]')
     with pytest.raises(DataError, match="bad.json: not valid JSON at line 2 column 16"):
         read_rows(tmp_path / "bad.json")

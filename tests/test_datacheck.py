@@ -27,21 +27,25 @@ def job(job_environ):
     return make
 
 
+def trainer_lines(caplog) -> list[str]:
+    """The image's own lines (caplog also holds other libraries' INFO records)."""
+    return [r.getMessage() for r in caplog.records if r.name.startswith("trainer")]
+
+
 def write(path, rows) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
 
-def test_data_too_large_for_the_cpu_demo_is_refused_before_training(job, tmp_path, monkeypatch):
+def test_data_too_large_for_the_cpu_demo_is_refused_before_training(job, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(datacheck, "DEMO_MAX_ROWS", 5)
     cfg = job(DATASET_PATH=write(tmp_path / "t.jsonl", ROWS), TRAINING_CONFIG={"eval_strategy": "no"})
-    lines = []
     with pytest.raises(DataError, match="MODEL_NAME: the demo model trains from scratch on a CPU and takes at most 5 rows"):
-        check_data(cfg, log=lines.append)
-    assert datacheck.DEMO_ON_YOUR_DATA in lines
+        check_data(cfg)
+    assert datacheck.DEMO_ON_YOUR_DATA in caplog.messages
 
 
-def test_a_local_hub_style_model_gets_the_context_and_unknown_token_checks(job, tmp_path):
+def test_a_local_hub_style_model_gets_the_context_and_unknown_token_checks(job, tmp_path, caplog):
     from trainer.demo import build_tokenizer
 
     tokenizer = build_tokenizer(["say red cat blue dog"])
@@ -49,8 +53,9 @@ def test_a_local_hub_style_model_gets_the_context_and_unknown_token_checks(job, 
     tokenizer.save_pretrained(tmp_path / "model")
     rows = [*ROWS, {"prompt": "say " + "red " * 10, "completion": "x"}]
     cfg = job(MODEL_NAME=str(tmp_path / "model"), DATASET_PATH=write(tmp_path / "t.jsonl", rows))
-    lines = []
-    check_data(cfg, log=lines.append)
+    caplog.clear()
+    check_data(cfg)
+    lines = trainer_lines(caplog)
     assert "prompt longer than the model's context (6 tokens): 1 (line 7)" in lines[1]
     # fox and owl (prompt and completion each) are unknown to a tokenizer that never saw them; the
     # skipped row is not counted
@@ -101,11 +106,12 @@ def test_the_parent_reports_a_training_process_data_error_with_78(job, tmp_path,
     assert recorded_failure(tmp_path / "out") is None  # consumed
 
 
-def test_a_hub_model_not_on_this_machine_is_checked_without_a_download(job, tmp_path, monkeypatch):
+def test_a_hub_model_not_on_this_machine_is_checked_without_a_download(job, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail loudly, not hang
     cfg = job(MODEL_NAME="example-org/not-on-this-machine", DATASET_PATH=write(tmp_path / "t.jsonl", ROWS))
-    lines = []
-    check_data(cfg, log=lines.append)
+    caplog.clear()
+    check_data(cfg)
+    lines = trainer_lines(caplog)
     assert lines[0] == ("data: the tokenizer of example-org/not-on-this-machine is not on this machine yet: prompt "
                         "lengths and unknown tokens are checked by the training process once it has downloaded it")
     assert lines[1].endswith("t.jsonl: 6 usable rows (6 prompt/completion)")

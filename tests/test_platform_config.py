@@ -182,7 +182,7 @@ def test_the_platforms_8bit_lora_loads_8bit_weights_under_an_adapter(platform_en
     cfg = platform_env(config)
     assert cfg.training.finetuning == "lora" and cfg.training.quant_bits == 8
     tokenizer = load_tokenizer(cfg)
-    model = load_model(cfg, tokenizer, log=lambda _m: None)
+    model = load_model(cfg, tokenizer)
     layer = model.base_model.model.model.layers[0].self_attn.q_proj
     assert type(layer.base_layer).__name__ == "Linear8bitLt" and hasattr(layer, "lora_A")
     ids = torch.tensor([[tokenizer.bos_token_id, 5, 6, 7]])

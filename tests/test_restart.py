@@ -61,16 +61,16 @@ def test_killed_after_a_checkpoint_resumes_without_duplicate_predictions(tmp_pat
     assert sum(n - 1 for n in keys.values()) < PREDICTIONS["sample_count"]
 
 
-def test_a_torn_newest_checkpoint_is_skipped(tmp_path):
+def test_a_torn_newest_checkpoint_is_skipped(tmp_path, caplog):
     for step, complete in ((10, True), (20, True), (30, False)):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"partial")
         if complete:
             (folder / MARKER).write_text(f"{step}\n")
-    lines: list[str] = []
-    assert newest_complete(tmp_path, log=lines.append) == tmp_path / "checkpoint-20"
-    assert lines == ["resume: skipping checkpoint-30: incomplete (the pod stopped while it was being written)"]
+    caplog.clear()
+    assert newest_complete(tmp_path) == tmp_path / "checkpoint-20"
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("trainer")] == ["resume: skipping checkpoint-30: incomplete (the pod stopped while it was being written)"]
     assert newest_complete(tmp_path / "empty-volume") is None
 
 

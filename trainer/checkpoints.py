@@ -8,13 +8,15 @@ that has it and skips the others.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Callable
 
-import torch.distributed as dist
+from accelerate import PartialState
 from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
 
 MARKER = "COMPLETE"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -25,8 +27,7 @@ class MarkComplete(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         # Every rank writes its own part (rng_state_<rank>.pth): wait until all are done.
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.barrier()
+        PartialState().wait_for_everyone()  # no-op with one process
         if not state.is_world_process_zero:
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -38,7 +39,7 @@ class MarkComplete(TrainerCallback):
                 os.fsync(f.fileno())
 
 
-def newest_complete(output_dir: Path, *, log: Callable[[str], None] | None = print) -> Path | None:
+def newest_complete(output_dir: Path) -> Path | None:
     """The newest complete checkpoint under output_dir, or None (an empty volume starts fresh)."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
@@ -50,6 +51,5 @@ def newest_complete(output_dir: Path, *, log: Callable[[str], None] | None = pri
     for _step, path in found:
         if (path / MARKER).exists():
             return path
-        if log:
-            log(f"resume: skipping {path.name}: incomplete (the pod stopped while it was being written)")
+        log.info(f"resume: skipping {path.name}: incomplete (the pod stopped while it was being written)")
     return None

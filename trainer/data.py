@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
+import random
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 ALPACA = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -298,17 +302,22 @@ def usable_examples(file: FileRows, tokenizer=None, *, context: int | None = Non
 
 
 def load_examples(path: str | Path, tokenizer, *, label: str | None = None, name: str | None = None,
-                  context: int | None = None, log: Callable[[str], None] = print) -> list[Example]:
+                  context: int | None = None) -> list[Example]:
     """Every usable row of `path`; skipped rows are counted by reason with their lines in the log.
     None usable is a DataError naming `label` (the variable and file)."""
-    file = read_rows(path, name)
+    return check_file(read_rows(path, name), tokenizer, label=label, context=context).examples
+
+
+def check_file(file: FileRows, tokenizer, *, label: str | None = None, context: int | None = None) -> Checked:
+    """`load_examples` on rows already read: the usable examples with the file's rows, logged;
+    None usable is a DataError naming `label`."""
     label = label or file.name
     checked = usable_examples(file, tokenizer, context=context)
     for line in checked.describe(label):
-        log(line)
+        log.info(line)
     if not checked.examples:
         raise DataError(f"{label}: no usable row; {FORMATS_HELP}")
-    return checked.examples
+    return checked
 
 
 def tokenize(example: Example, tokenizer, max_length: int) -> dict[str, list[int]]:
@@ -335,8 +344,6 @@ def holdout_size(rows: int, fraction: float) -> int:
 
 def split_holdout(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """(train, held-out) with a fixed seed; at least one row on each side."""
-    import random
-
     idx = list(range(len(examples)))
     random.Random(seed).shuffle(idx)
     held = set(idx[:holdout_size(len(examples), fraction)])

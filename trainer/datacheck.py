@@ -18,10 +18,10 @@ and a process count the machine can run.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from trainer.config.job import JobConfig
 from trainer.data import FORMATS_HELP, DataError, FileRows, read_rows, row_format, row_texts, usable_examples
@@ -29,6 +29,8 @@ from trainer.demo import DEMO_CONTEXT, DEMO_MAX_ROWS, DEMO_MAX_WORDS, TRAIN_FILE
 from trainer.fetch import DownloadError, local_path
 from trainer.pod.state import read_state, write_state
 from trainer.redact import redact_url
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_CONTEXT = 1_000_000  # transformers' stand-in for "no limit" is 1e30: treat as unknown
 DEMO_ON_YOUR_DATA = ("demo model: a small model trained from scratch on your data, for trying the image on a CPU; "
@@ -88,6 +90,7 @@ def model_context(cfg: JobConfig, tokenizer) -> int | None:
 
 def _local_tokenizer(model_name: str):
     """The hub model's tokenizer if it is on this machine already (a path, or the HF cache); else None."""
+    # Here, not at the top: the parent loads transformers only for a hub model's data check.
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -98,7 +101,7 @@ def _local_tokenizer(model_name: str):
         return e
 
 
-def check_data(cfg: JobConfig, *, log: Callable[[str], None] = print) -> None:
+def check_data(cfg: JobConfig) -> None:
     """Read and validate every data file of the job; raise DataError when one cannot be used."""
     files: list[tuple[Source, FileRows]] = []
     paths = []
@@ -115,7 +118,7 @@ def check_data(cfg: JobConfig, *, log: Callable[[str], None] = print) -> None:
     else:
         tokenizer = _local_tokenizer(cfg.model_name)
         if isinstance(tokenizer, Exception):
-            log(f"data: the tokenizer of {cfg.model_name} is not on this machine yet: prompt lengths and unknown "
+            log.info(f"data: the tokenizer of {cfg.model_name} is not on this machine yet: prompt lengths and unknown "
                 "tokens are checked by the training process once it has downloaded it")
             tokenizer = None
     context = model_context(cfg, tokenizer) if tokenizer is not None else None
@@ -123,7 +126,7 @@ def check_data(cfg: JobConfig, *, log: Callable[[str], None] = print) -> None:
     for source, file in files:
         checked = usable_examples(file, tokenizer, context=context, max_length=cfg.training.max_seq_length)
         for line in checked.describe(source.label):
-            log(line)
+            log.info(line)
         if not checked.examples:
             raise DataError(f"{source.label}: no usable row (the reasons are above); {FORMATS_HELP}")
 
@@ -131,7 +134,7 @@ def check_data(cfg: JobConfig, *, log: Callable[[str], None] = print) -> None:
         rows = sum(len(f.rows) for _s, f in files)
         words = sum(len(text.split()) for _s, f in files for _l, _p, row in f.rows if row_format(row)[0]
                     for text in row_texts(row))
-        log(DEMO_ON_YOUR_DATA)
+        log.info(DEMO_ON_YOUR_DATA)
         if rows > DEMO_MAX_ROWS or words > DEMO_MAX_WORDS:
             raise DataError(
                 f"MODEL_NAME: the demo model trains from scratch on a CPU and takes at most {DEMO_MAX_ROWS:,} rows "
@@ -169,7 +172,7 @@ def check_machine(cfg: JobConfig, processes: int, device: str) -> None:
         raise RunRefused(f"OUTPUT_DIR: {out} is not writable ({e.strerror}); checkpoints, the final model and the "
                          "predictions spool go there: mount a writable volume or choose another path") from None
     if device == "cuda":
-        import torch
+        import torch  # here, not at the top: the parent loads torch only to count the GPUs
 
         limit, what = torch.cuda.device_count(), "GPUs"
     else:

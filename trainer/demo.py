@@ -15,6 +15,8 @@ import json
 import random
 from pathlib import Path
 
+from trainer.data import read_rows, row_format, row_texts
+
 #: MODEL_NAME value that selects the bundled demo model (nothing is downloaded).
 DEMO_MODEL = "demo"
 DATA_DIR = Path(__file__).parent / "demo_data"
@@ -65,6 +67,7 @@ def build_tokenizer(texts: list[str]):
 
     Word-level keeps sequences short (one token per word) so the demo trains fast on a CPU.
     """
+    # Here, not at the top: the parent imports this module (its configuration) without the libraries.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -80,7 +83,7 @@ def build_tokenizer(texts: list[str]):
 
 def build_model(tokenizer, *, hidden_size: int = 128, layers: int = 2, heads: int = 4, seed: int = 0):
     """A small Llama-architecture causal LM with fresh weights, sized for `tokenizer`."""
-    import torch
+    import torch  # here, not at the top: the parent imports this module without torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -104,8 +107,6 @@ def demo_tokenizer(data_files: list[Path] | None = None):
     """The demo's tokenizer, trained on `data_files` (the job's own data: its training, evaluation
     and samples files), else on the bundled data. Trained on the data it will read, it knows every
     word of it: a user's data is not all <unk> to it."""
-    from trainer.data import read_rows, row_format, row_texts
-
     texts = []
     for path in data_files or (TRAIN_FILE, EVAL_FILE):
         for _line, _position, row in read_rows(path).rows:

@@ -3,15 +3,18 @@ or QLoRA (4-bit through BitsAndBytesConfig, adapters through peft)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
-from typing import Callable
 
 import torch
 
 from trainer.config.job import JobConfig
 from trainer.config.schema import DEFAULT_OPTIM, TrainingConfig, bitsandbytes_optimizer
+from trainer.datacheck import local_files, user_data
 from trainer.demo import build_model, demo_tokenizer
+
+log = logging.getLogger(__name__)
 
 #: The demo model's size: learns the reversal task to most samples right in ~1 minute on 2 cores.
 DEMO_MODEL_SIZE = {"hidden_size": 128, "layers": 4, "heads": 4}
@@ -47,9 +50,9 @@ def resolve_dtype(training: TrainingConfig, precision: str):
 
 def load_tokenizer(cfg: JobConfig):
     if cfg.is_demo:  # trained on the job's own data when it has some (trainer/datacheck.py)
-        from trainer.datacheck import local_files, user_data
-
         return demo_tokenizer(local_files(cfg) if user_data(cfg) else None)
+    # transformers and peft are imported where used: the parent imports this module for
+    # resolve_optim / resolve_precision (torch only).
     from transformers import AutoTokenizer
 
     t = cfg.training
@@ -76,7 +79,7 @@ def _lora_config(training: TrainingConfig):
     )
 
 
-def load_model(cfg: JobConfig, tokenizer, *, log: Callable[[str], None] = print):
+def load_model(cfg: JobConfig, tokenizer):
     """The model to train, adapter-wrapped for LoRA / QLoRA."""
     training = cfg.training
     precision = resolve_precision(training)
@@ -84,13 +87,13 @@ def load_model(cfg: JobConfig, tokenizer, *, log: Callable[[str], None] = print)
     if cfg.is_demo:
         model = build_model(tokenizer, **DEMO_MODEL_SIZE)
         if training.quant_bits is None:
-            return _with_adapter(model, training, log)
+            return _with_adapter(model, training)
         # Quantized weights are made by from_pretrained: save the fresh demo model and load it back
         # (the weights are in memory once loaded, so the folder can go).
         with tempfile.TemporaryDirectory(prefix="demo-model-") as source:
             model.save_pretrained(source)
-            return _load_pretrained(source, training, dtype, log)
-    return _load_pretrained(cfg.model_name, training, dtype, log)
+            return _load_pretrained(source, training, dtype)
+    return _load_pretrained(cfg.model_name, training, dtype)
 
 
 def quantization_config(training: TrainingConfig, dtype):
@@ -113,7 +116,7 @@ def quantization_config(training: TrainingConfig, dtype):
     return None
 
 
-def _load_pretrained(source: str, training: TrainingConfig, dtype, log):
+def _load_pretrained(source: str, training: TrainingConfig, dtype):
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": dtype, "trust_remote_code": training.trust_remote_code}
@@ -129,10 +132,10 @@ def _load_pretrained(source: str, training: TrainingConfig, dtype, log):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=training.gradient_checkpointing
         )
-    return _with_adapter(model, training, log)
+    return _with_adapter(model, training)
 
 
-def _with_adapter(model, training: TrainingConfig, log):
+def _with_adapter(model, training: TrainingConfig):
     if training.finetuning == "full":
         return model
     from peft import get_peft_model
@@ -140,22 +143,22 @@ def _with_adapter(model, training: TrainingConfig, log):
     model = get_peft_model(model, _lora_config(training))
     trainable, total = model.get_nb_trainable_parameters()
     bits = f", {training.quant_bits}-bit base weights" if training.quant_bits else ""
-    log(f"model: {training.finetuning} adapter r={training.lora.r}{bits}: {trainable:,} of {total:,} parameters trainable")
+    log.info(f"model: {training.finetuning} adapter r={training.lora.r}{bits}: {trainable:,} of {total:,} parameters trainable")
     return model
 
 
-def save_final(model, tokenizer, output_dir, training: TrainingConfig, *, log: Callable[[str], None] = print):
+def save_final(model, tokenizer, output_dir, training: TrainingConfig):
     """Save the result: the full model, or the adapter (and, when asked, the merged model)."""
     final = output_dir / "final"
     model.save_pretrained(final)
     tokenizer.save_pretrained(final)
-    log(f"saved: {'adapter' if training.finetuning != 'full' else 'model'} and tokenizer in {final}")
+    log.info(f"saved: {'adapter' if training.finetuning != 'full' else 'model'} and tokenizer in {final}")
     if training.finetuning != "full" and training.merge_adapter:
         merged_dir = output_dir / "final-merged"
         if training.quant_bits:
-            log(f"merge_adapter: peft merges into the {training.quant_bits}-bit weights and quantizes them again (rounding errors); "
+            log.info(f"merge_adapter: peft merges into the {training.quant_bits}-bit weights and quantizes them again (rounding errors); "
                 "the merged model stays quantized. For a 16-bit merge, load the base model in 16-bit and merge the adapter")
         merged = model.merge_and_unload()
         merged.save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)
-        log(f"saved: merged model in {merged_dir}")
+        log.info(f"saved: merged model in {merged_dir}")

@@ -7,32 +7,41 @@ each prediction round; the main process alone writes them (predictions/rounds.py
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
+from predictions.callback import PredictionsCallback
+from predictions.report.summary import print_summary, write_run_report
+from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env, with_prompts
+from predictions.sampler import draw_samples
+from predictions.store.delivery import finish_delivery, open_remote_writer, previously_written_steps
+from predictions.store.writers.local import LocalJsonlWriter
 from trainer import checkpoints, progress
 from trainer.child import child_main
 from trainer.config.errors import ConfigError
 from trainer.config.exits import EXIT_CONFIG
 from trainer.config.job import JobConfig, expected_rounds
 from trainer.config.load import load_config
-from trainer.data import DataError, Example, load_examples, read_rows, split_holdout, tokenize
+from trainer.data import Checked, DataError, Example, FileRows, check_file, read_rows, split_holdout, tokenize
 from trainer.datacheck import fetch, model_context, record_failure, sources
 from trainer.logs import setup as setup_logging
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
 from trainer.pod.launch import fsdp_enabled
 
+# By name: run as a script (accelerate launch, python -m trainer.train), __name__ is "__main__".
+log = logging.getLogger("trainer.train")
+
 #: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
 COLLECTIVE_TIMEOUT_S = 4 * 3600
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
+#: The modules whose lines the main process alone prints when several processes train.
+MAIN_PROCESS_LOGGERS = ("trainer.data", "trainer.model", "trainer.checkpoints")
 
 
 def training_arguments(cfg: JobConfig) -> TrainingArguments:
@@ -84,71 +93,57 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
     )
 
 
-def load_data(cfg: JobConfig, tokenizer, log=log):
-    """Training, evaluation and predictions-samples examples (None where there is no such file),
-    read and checked as the parent's data check reads them."""
+def load_data(cfg: JobConfig, tokenizer, *, is_main: bool = True):
+    """Training and evaluation examples (None where there is none), and every file as read and
+    checked (by variable), once each, as the parent's data check reads them. The main process
+    alone says what it held out."""
     context = model_context(cfg, tokenizer)
-    read = {s.variable: load_examples(fetch(s, cfg.output_dir), tokenizer, label=s.label, context=context, log=log)
+    read = {s.variable: check_file(read_rows(fetch(s, cfg.output_dir)), tokenizer, label=s.label, context=context)
             for s in sources(cfg)}
-    train = read.pop("DATASET_PATH", None) or read.pop("DATASET_URL")
-    evaluation = read.get("EVAL_DATASET_PATH")
+    train = read[sources(cfg)[0].variable].examples
+    evaluation = read["EVAL_DATASET_PATH"].examples if "EVAL_DATASET_PATH" in read else None
     if evaluation is None and cfg.training.eval_split > 0:
         train, evaluation = split_holdout(train, cfg.training.eval_split, cfg.training.seed)
-        log(f"data: held out {len(evaluation)} of {len(train) + len(evaluation)} rows for evaluation")
-    return train, evaluation, read.get("PREDICTIONS_CONFIG.samples_path")
+        if is_main:
+            log.info(f"data: held out {len(evaluation)} of {len(train) + len(evaluation)} rows for evaluation")
+    return train, evaluation, read
 
 
 def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: list[Example] | None,
-                 samples_rows: list[Example] | None, quiet: bool = False):
-    """The fixed sample: from samples_path (its rows, read with the data), else the evaluation
-    data, else the training data."""
+                 read: dict[str, Checked], quiet: bool = False):
+    """The fixed sample: from samples_path, else the evaluation data, else the training data; the
+    rows as load_data read them. `quiet` (on every rank but the main one): no line about dropped rows."""
     p = cfg.predictions
     train_source, *others = sources(cfg)
     by_variable = {s.variable: s for s in others}
     if p.samples_path:
-        source, file, examples = "samples", by_variable["PREDICTIONS_CONFIG.samples_path"], samples_rows
+        source, file = "samples", by_variable["PREDICTIONS_CONFIG.samples_path"]
+        examples = read[file.variable].examples
     elif evaluation:
         # A held-out split's rows come from (and are indexed in) the training file.
         source, file, examples = "eval", by_variable.get("EVAL_DATASET_PATH", train_source), evaluation
     else:
         source, file, examples = "train", train_source, train
-    from predictions.rounds import with_prompts
-    from predictions.sampler import draw_samples
-
     triples = with_prompts([(e.source_index, e.prompt, e.completion) for e in examples], tokenizer,
                               what=f"{source} rows", quiet=quiet)
     # The file's name only: a signed URL's query string is a credential.
     name = Path(file.location.split("?", 1)[0]).name
     # The rows as read give the platform's prompt ids (a hash of the source messages).
     return draw_samples(triples, p.sample_count, seed=p.seed, source=source, source_id=name,
-                        source_rows=_rows_by_position(fetch(file, cfg.output_dir)))
+                        source_rows=_rows_by_position(read[file.variable].file))
 
 
-def _rows_by_position(path: Path) -> list:
+def _rows_by_position(file: FileRows) -> list:
     """The file's rows indexed by source_index (None where a line could not be parsed)."""
-    parsed = read_rows(path).rows
-    rows: list = [None] * (max((position for _, position, _ in parsed), default=-1) + 1)
-    for _line, position, row in parsed:
+    rows: list = [None] * (max((position for _, position, _ in file.rows), default=-1) + 1)
+    for _line, position, row in file.rows:
         rows[position] = row
     return rows
 
 
-def _several_ranks() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _barrier() -> None:
-    if _several_ranks():
-        dist.barrier()
-
-
 def _from_main(value):
-    """The main process's `value`, on every rank."""
-    if not _several_ranks():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    """The main process's `value`, on every rank (as it is with one process)."""
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def main() -> int:
@@ -158,18 +153,21 @@ def main() -> int:
     try:
         cfg = load_config()
     except ConfigError as e:  # the parent validated already; this guards a direct invocation
-        log(f"configuration error: {e}")
+        log.info(f"configuration error: {e}")
         return EXIT_CONFIG
 
     args = training_arguments(cfg)  # initialises the distributed state under accelerate launch
     is_main = args.process_index == 0
     tokenizer = load_tokenizer(cfg)
-    quiet = log if is_main else (lambda _m: None)  # one copy of each line, not one per rank
+    # One copy of each line, not one per rank: the other ranks read the same data and build the same model.
+    if not is_main:
+        for name in MAIN_PROCESS_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with args.main_process_first(local=True, desc="data"):  # one rank downloads, the others reuse
-            train, evaluation, samples_rows = load_data(cfg, tokenizer, quiet)
+            train, evaluation, read = load_data(cfg, tokenizer, is_main=is_main)
     except DataError as e:  # the parent checked already; a hub tokenizer can still find prompts too long
-        log(f"data error: {e}")
+        log.info(f"data error: {e}")
         if is_main:
             record_failure(cfg.output_dir, str(e))
         return EXIT_CONFIG
@@ -179,23 +177,18 @@ def main() -> int:
     if cfg.training.eval_strategy == "no":
         eval_ds = None
 
-    model = load_model(cfg, tokenizer, log=quiet)
-    resume = checkpoints.newest_complete(cfg.output_dir, log=log if is_main else None)
+    model = load_model(cfg, tokenizer)
+    resume = checkpoints.newest_complete(cfg.output_dir)
 
     callbacks, rounds, remote = [checkpoints.MarkComplete(), *progress.callbacks(cfg)], None, None
-    samples = pick_samples(cfg, tokenizer, train, evaluation, samples_rows, quiet=not is_main) if cfg.predictions.enabled else []
-    if cfg.predictions.enabled and not samples:
-        quiet("predictions: no usable sample (every prompt is empty); no rounds")
+    samples = pick_samples(cfg, tokenizer, train, evaluation, read, quiet=not is_main) if cfg.predictions.enabled else []
+    del read  # the files' rows as read: not kept through training
+    if is_main and cfg.predictions.enabled and not samples:
+        log.info("predictions: no usable sample (every prompt is empty); no rounds")
     if samples:
-        from predictions.callback import PredictionsCallback
-        from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env
-        from predictions.store.writers.local import LocalJsonlWriter
-
         done_steps: set[int] = set()
         local = None
         if is_main:
-            from predictions.store.delivery import open_remote_writer, previously_written_steps
-
             remote = open_remote_writer(cfg)
             done_steps = previously_written_steps(cfg, len(samples))
             local = LocalJsonlWriter(cfg.predictions_path)
@@ -221,9 +214,9 @@ def main() -> int:
         if is_main:
             when = {"eval": "after each evaluation", "epoch": "at each epoch end",
                     "steps": f"every {cfg.predictions.step_interval} steps"}[cfg.predictions.sample_frequency]
-            log(f"predictions: {len(samples)} samples from {samples[0].sample_source}, {when}")
+            log.info(f"predictions: {len(samples)} samples from {samples[0].sample_source}, {when}")
     elif is_main and not cfg.predictions.enabled:
-        log("predictions: disabled (PREDICTIONS_CONFIG.enabled is false); no callback registered")
+        log.info("predictions: disabled (PREDICTIONS_CONFIG.enabled is false); no callback registered")
 
     trainer = Trainer(
         model=model,
@@ -235,7 +228,7 @@ def main() -> int:
         callbacks=callbacks,
     )
     if resume:
-        log(f"resume: from {resume.name}")
+        log.info(f"resume: from {resume.name}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     if fsdp_enabled():
@@ -244,23 +237,17 @@ def main() -> int:
         trainer.save_model(str(cfg.output_dir / "final"))
         if is_main:
             tokenizer.save_pretrained(cfg.output_dir / "final")
-            log(f"saved: model (gathered from the FSDP shards) and tokenizer in {cfg.output_dir / 'final'}")
+            log.info(f"saved: model (gathered from the FSDP shards) and tokenizer in {cfg.output_dir / 'final'}")
     if is_main:
         if not fsdp_enabled():
-            save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training, log=log)
+            save_final(trainer.model, tokenizer, cfg.output_dir, cfg.training)
         if rounds is not None:
-            from predictions.report.summary import print_summary
-
             stats, caught_up = None, None
             if remote is not None:
-                from predictions.store.delivery import finish_delivery
-
                 stats, caught_up = finish_delivery(cfg, remote)
-            from predictions.report.summary import write_run_report
-
             print_summary(rounds.results, stats, spool=cfg.predictions_path, caught_up=caught_up,
                           html=write_run_report(cfg), job_id=cfg.job_id)
-    _barrier()
+    PartialState().wait_for_everyone()
     return 0
 
 
