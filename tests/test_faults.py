@@ -241,7 +241,10 @@ def test_table_dropped_mid_run_keeps_every_row_in_the_spool(pg_db, tmp_path):
 
     out = tmp_path / "out"
     env = _postgres_env(tmp_path, pg_db)
-    env["TRAINING_CONFIG"] = json.dumps({**QUICK_TRAINING, "max_steps": 8, "save_strategy": "no"})
+    # Long enough that the drop lands mid-run: with 8 steps, training could end (every round stored)
+    # before the test saw the first rows and dropped the table, and then nothing failed to report.
+    steps = 400
+    env["TRAINING_CONFIG"] = json.dumps({**QUICK_TRAINING, "max_steps": steps, "save_strategy": "no"})
     proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -260,7 +263,7 @@ def test_table_dropped_mid_run_keeps_every_row_in_the_spool(pg_db, tmp_path):
         kill_tree_hard(proc)
         ended = Ended(None, proc.communicate()[0])
     keys = {(r["step"], r["sample_index"]) for r in spool_rows(out)}
-    expected = {(step, i) for step in (2, 4, 6, 8) for i in range(4)}
+    expected = {(step, i) for step in range(2, steps + 1, 2) for i in range(4)}
     judge(ended, code=0, says=["the rows stay in the spool: run `python entrypoint.py replay`"],
           lost=len(expected - keys), handled=True)
 
