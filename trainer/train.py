@@ -97,10 +97,10 @@ def load_data(cfg: JobConfig, tokenizer, *, is_main: bool = True):
     """Training and evaluation examples (None where there is none), and every file as read and
     checked (by variable), once each, as the parent's data check reads them. The main process
     alone says what it held out."""
-    context = model_context(cfg, tokenizer)
+    context, files = model_context(cfg, tokenizer), sources(cfg)
     read = {s.variable: check_file(read_rows(fetch(s, cfg.output_dir)), tokenizer, label=s.label, context=context)
-            for s in sources(cfg)}
-    train = read[sources(cfg)[0].variable].examples
+            for s in files}
+    train = read[files[0].variable].examples
     evaluation = read["EVAL_DATASET_PATH"].examples if "EVAL_DATASET_PATH" in read else None
     if evaluation is None and cfg.training.eval_split > 0:
         train, evaluation = split_holdout(train, cfg.training.eval_split, cfg.training.seed)
@@ -125,7 +125,7 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
     else:
         source, file, examples = "train", train_source, train
     triples = with_prompts([(e.source_index, e.prompt, e.completion) for e in examples], tokenizer,
-                              what=f"{source} rows", quiet=quiet)
+                           what=f"{source} rows", quiet=quiet)
     # The file's name only: a signed URL's query string is a credential.
     name = Path(file.location.split("?", 1)[0]).name
     # The rows as read give the platform's prompt ids (a hash of the source messages).
