@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     setup_logging()
 
+    # Each command imports what it uses, when it runs: `diagnose`, `migrate` and `report` start
+    # without torch; the training path loads it (trainer/pod/launch.py, trainer/model.py) after the
+    # configuration is known to be good.
     if opts.command == "diagnose":  # before load_config: a configuration that fails is its first finding
         from predictions.report.diagnose import diagnose_command
 

@@ -11,14 +11,20 @@ that says how to check it. No secret is ever printed: database errors go through
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from predictions.report.history import spool_rows
+from predictions.report.sources import SourceError, supabase_rows
+from predictions.store.keys import key_role
 from predictions.store.rows import ROW_COLUMNS
+from trainer.config.errors import ConfigError
 from trainer.config.exits import EXIT_CHECK_FAILED, EXIT_OK
+from trainer.config.load import load_config
 from trainer.redact import hide
 
 log = logging.getLogger(__name__)
@@ -112,8 +118,6 @@ def _storage(d: Diagnosis, cfg) -> None:
 def _key_role(d: Diagnosis, cfg, sql: SqlCatalog | None) -> bool:
     """The Supabase key's role (read from the key), or the Postgres login's; False when the key
     is one the API would show a different database to (anon), so checking on through it misleads."""
-    from predictions.store.keys import key_role
-
     if cfg.storage == "supabase":
         role = key_role(cfg.secrets.supabase_service_key.get_secret_value())
         anon = cfg.secrets.supabase_anon_key
@@ -176,8 +180,6 @@ def _policies(d: Diagnosis, sql: SqlCatalog | None, job_id: str, user_id: str | 
 
 def _owner_sees(sql: SqlCatalog, job_id: str, user_id: str | None) -> tuple[int, int] | None:
     """(rows the owner reads under RLS, rows of the job that are theirs), or None if untestable."""
-    import json
-
     import psycopg
 
     if user_id is None or sql.one("select 1 from pg_roles where rolname = 'authenticated'") is None:
@@ -227,8 +229,6 @@ def _realtime(d: Diagnosis, sql: SqlCatalog | None) -> None:
 
 
 def _rows(d: Diagnosis, cfg, job_id: str, stored: list[dict[str, Any]], foreign: int) -> None:
-    from predictions.report.history import spool_rows
-
     spooled = Counter(r["step"] for r in spool_rows(cfg.predictions_path, job_id, quiet=True))
     in_db = Counter(r["step"] for r in stored)
     missing = {s: n - in_db.get(s, 0) for s, n in spooled.items() if n > in_db.get(s, 0)}
@@ -264,9 +264,6 @@ def _newest(d: Diagnosis, stored: list[dict[str, Any]]) -> None:
 
 def run_checks(job_id: str | None = None, *, http_client=None) -> Diagnosis:
     """Every check, in order; returns the findings. `http_client` replaces the HTTP client (tests)."""
-    from trainer.config.errors import ConfigError
-    from trainer.config.load import load_config
-
     d = Diagnosis()
     try:
         cfg = load_config()
@@ -288,8 +285,6 @@ def run_checks(job_id: str | None = None, *, http_client=None) -> Diagnosis:
 
 def _spool_only(d: Diagnosis, cfg, job: str) -> None:
     """Local mode: what the spool holds (the rows a database mode would have stored)."""
-    from predictions.report.history import spool_rows
-
     steps = Counter(r["step"] for r in spool_rows(cfg.predictions_path, job, quiet=True))
     if steps:
         d.add("local spool", "pass", f"{len(steps)} rounds, {sum(steps.values())} rows of job {job} in "
@@ -330,8 +325,6 @@ def _with_sql(d: Diagnosis, cfg, job: str) -> None:
 
 def _with_rest(d: Diagnosis, cfg, job: str, http_client) -> None:
     import httpx
-
-    from predictions.report.sources import SourceError, supabase_rows
 
     key = cfg.secrets.supabase_service_key.get_secret_value()
     if not _key_role(d, cfg, None):

@@ -9,6 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from predictions.metrics import summary_columns
+from predictions.report.history import DEFAULT_THRESHOLD, build_history
+from predictions.report.sources import SourceError, job_rows, read_rounds_log
+from predictions.report.view import print_history, write_html
+from predictions.store.spool import read_spool
 from trainer.config.exits import EXIT_NO_INPUT, EXIT_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -31,8 +35,6 @@ def rounds_table(results) -> Table:
 
 def job_rows_in_spool(spool: Path, job_id: str) -> int:
     """Rows of `job_id` in the spool, from every attempt (a restarted pod's too)."""
-    from predictions.store.spool import read_spool
-
     if not spool.exists():
         return 0
     return sum(row.get("job_id") == job_id for row in read_spool(spool, quiet=True))
@@ -72,9 +74,6 @@ def html_report_path(cfg) -> Path:
 
 def load_job_history(cfg, job_id: str, *, source: str = "auto", threshold: float | None = None):
     """The job's History from the spool, or from the database in database mode (source "auto")."""
-    from predictions.report.history import DEFAULT_THRESHOLD, build_history
-    from predictions.report.sources import job_rows, read_rounds_log
-
     if source == "auto":
         source = "spool" if cfg.storage == "local" else "database"
     rows = job_rows(cfg, job_id, source=source)
@@ -86,9 +85,6 @@ def load_job_history(cfg, job_id: str, *, source: str = "auto", threshold: float
 def report_command(cfg, *, job_id: str | None, html: Path | None, source: str, threshold: float,
                    detail: int = 10, console: Console | None = None) -> int:
     """`entrypoint.py report`: the job's rounds and samples in the terminal, and the HTML file."""
-    from predictions.report.sources import SourceError
-    from predictions.report.view import print_history, write_html
-
     job = job_id or cfg.job_id
     try:
         history = load_job_history(cfg, job, source=source, threshold=threshold)
@@ -107,8 +103,6 @@ def report_command(cfg, *, job_id: str | None, html: Path | None, source: str, t
 def write_run_report(cfg) -> Path | None:
     """At the end of a run (main process): the HTML report of its spool under OUTPUT_DIR.
     A failure to render is logged, never raised: the run's result does not depend on it."""
-    from predictions.report.view import write_html
-
     try:
         history = load_job_history(cfg, cfg.job_id, source="spool")
         return write_html(history, html_report_path(cfg))

@@ -11,6 +11,9 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
+from predictions.store.replay import replay_spool
+from predictions.store.spool import read_spool
+from predictions.store.writers.background import BackgroundWriter
 from predictions.store.writers.base import PredictionWriter, WriteError
 from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_NO_INPUT, EXIT_PREFLIGHT
 from trainer.config.job import JobConfig
@@ -27,7 +30,8 @@ class MigrationFailed(Exception):
 
 
 def make_writer(cfg: JobConfig) -> PredictionWriter:
-    """The database writer for the configured mode (not queued)."""
+    """The database writer for the configured mode (not queued). Each mode imports its own client
+    only (supabase-py or psycopg), here and for the migrations below: a local run loads neither."""
     p = cfg.predictions
     if cfg.storage == "supabase":
         from predictions.store.writers.supabase import SupabaseWriter
@@ -66,8 +70,6 @@ def prepare_database(cfg: JobConfig, *, replay_previous: bool) -> None:
             log.info(line)
         spool = cfg.predictions_path
         if replay_previous and cfg.predictions.enabled and spool.exists() and spool.stat().st_size:
-            from predictions.store.replay import replay_spool
-
             sent = replay_spool(spool, writer)
             log.info(f"restart: replayed {sent} rows of the previous attempt's spool (duplicates ignored)")
     except WriteError as e:
@@ -80,8 +82,6 @@ def open_remote_writer(cfg: JobConfig):
     """A BackgroundWriter around the database writer, or None in local mode."""
     if cfg.storage == "local":
         return None
-    from predictions.store.writers.background import BackgroundWriter
-
     return BackgroundWriter(
         make_writer(cfg), drain_timeout_s=cfg.predictions.drain_timeout_s, spool_path=cfg.predictions_path
     )
@@ -94,8 +94,6 @@ def finish_delivery(cfg: JobConfig, remote):
     stats = remote.close()
     if not stats.rows_not_delivered:
         return stats, None
-    from predictions.store.replay import replay_spool
-
     log.info(f"predictions: catching up — replaying {cfg.predictions_path.name} into {cfg.storage} "
              "(duplicates ignored)")
     writer = make_writer(cfg)
@@ -116,8 +114,6 @@ def previously_written_steps(cfg: JobConfig, sample_count: int) -> set[int]:
     spool = cfg.predictions_path
     if not spool.exists():
         return set()
-    from predictions.store.spool import read_spool
-
     seen: dict[int, set[int]] = defaultdict(set)
     # A torn last line is skipped quietly: that round was not complete, so it runs again.
     for row in read_spool(spool, quiet=True):
@@ -137,8 +133,6 @@ def replay_command(cfg: JobConfig, spool: Path) -> int:
     if not spool.exists():
         log.info(f"replay: {spool} does not exist")
         return EXIT_NO_INPUT
-    from predictions.store.replay import replay_spool
-
     writer = make_writer(cfg)
     try:
         writer.preflight()

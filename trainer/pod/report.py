@@ -17,6 +17,7 @@ from trainer.config.job import JobConfig, expected_rounds
 from trainer.data import holdout_size
 from trainer.datacheck import user_data
 from trainer.fetch import is_url
+from trainer.model import resolve_optim
 from trainer.redact import redact_url
 
 SHOW_CHARS = 70  # longer values are cut in the table: the JSON variables can be long
@@ -245,8 +246,6 @@ def print_report(cfg: JobConfig, processes: int, device: str, precision: str, co
         status, value = _describe(name, cfg)
         table.add_row(name, status, value, mode)
     console.print(table)
-    from trainer.model import resolve_optim
-
     for line in decisions(cfg, processes, device, precision):
         console.print(line, highlight=False)
     for line in settings_lines(cfg, processes, precision, *resolve_optim(cfg.training)):
