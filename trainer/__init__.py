@@ -1,1 +1,2 @@
-"""Configuration, data, model loading and the per-rank training script."""
+"""The configuration (config/), the parent process (pod/), and the training process: data, the
+demo, model loading, checkpoints, progress callbacks and the per-rank script (train.py)."""
