@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from trainer.config.errors import ConfigError
-from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_PREFLIGHT
+from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_OK, EXIT_PREFLIGHT
 from trainer.config.job import JobConfig
 from trainer.config.load import load_config
 from trainer.logs import setup as setup_logging
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return finish(cfg, stop[0], error=stop[1]) if opts.command == "run" else stop[0]
     if opts.command == "check":
         log.info("check: configuration, data and database are ready; nothing was trained")
-        return 0
+        return EXIT_OK
 
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     mark_running(cfg)

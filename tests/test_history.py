@@ -1,4 +1,4 @@
-"""predictions/report/history.py and history_view.py on spools built by hand: the row shape of this
+"""predictions/report/history.py and view.py on spools built by hand: the row shape of this
 version (integer epoch + epoch_progress, exact_match 1.0/0.0, integer latency) and the old one
 (float epoch, boolean exact_match), a failed round in the rounds log, a torn last line."""
 

@@ -1,8 +1,9 @@
 """Replay a local spool into the database: the rows a database writer never delivered.
 
-The spool (predictions/store/writers/local.py) holds every row of the job, delivered or not. Sending it
-all again is safe: the writers upsert with duplicates ignored on (job_id, step, sample_index), so
-a row already stored is left as it was and a replay run twice stores each row exactly once.
+The spool (predictions/store/writers/local.py) holds every row of the job, delivered or not.
+Sending it all again is safe: the writers upsert with duplicates ignored on (job_id, step,
+sample_index), so a row already stored is left as it was and a replay run twice stores each row
+exactly once.
 """
 
 from __future__ import annotations
@@ -15,12 +16,7 @@ from predictions.store.spool import read_spool
 from predictions.store.writers.base import PredictionWriter
 
 
-def replay_spool(
-    spool_path: Path,
-    writer: PredictionWriter,
-    *,
-    batch_rows: int = 500,
-) -> int:
+def replay_spool(spool_path: Path, writer: PredictionWriter, *, batch_rows: int = 500) -> int:
     """Send every row of the JSONL spool through `writer` in batches; return the rows sent.
 
     Within a batch a key that repeats (a restarted job may have spooled a step twice) is sent

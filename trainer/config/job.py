@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from trainer.config.calls import PlatformCalls
 from trainer.config.environment import Environment, Secrets
 from trainer.config.schema import PredictionsConfig, TrainingConfig
 from trainer.demo import DEMO_MODEL
@@ -42,7 +43,7 @@ class JobConfig:
     predictions_source: str = "default"  # where the predictions block came from
     notes: tuple[str, ...] = ()  # platform keys without effect here, and why
     output_dir_source: str = "default"
-    platform: Any = None  # trainer.pod.platform.PlatformCalls: which calls to the platform are on
+    platform: PlatformCalls | None = None  # which calls to the platform are on
 
     @property
     def is_demo(self) -> bool:

@@ -1,4 +1,5 @@
-"""The job's lifecycle with the platform, and the job's state on the volume.
+"""The platform's routes: metrics and alerts, as its route handlers expect them (the job's state on
+the volume is trainer/pod/state.py; the job across starts, trainer/pod/job.py).
 
 The platform learns that a job runs, how far it is and how it ended only from the pod's calls
 (its route handlers, read from its source):
