@@ -11,7 +11,13 @@
     python entrypoint.py diagnose   why predictions do (not) arrive: each check with its fix
                                     [--job ID]; exit 0 only when every check passes
 
-Exit codes: 0 done; 78 bad configuration or data; 77 the database refused (preflight); 76 a migration
+    python entrypoint.py bash -c 'echo "$TRAINING_SCRIPT_B64" | base64 -d > …'
+                                    the platform's bootstrap arguments (its deploy route's
+                                    dockerArgs): the same as `run`, with the job's configuration
+                                    read out of the script (trainer/config/bootstrap.py); the
+                                    script itself is not run
+
+Exit codes: 0 done; 64 arguments not understood; 78 bad configuration or data; 77 the database refused (preflight); 76 a migration
 failed; 74 OUTPUT_DIR's disk is full; otherwise the training processes' own code. `report`: 66 no predictions for the job, 69
 the database could not be read; `diagnose`: 1 when a check did not pass. Everything here runs
 once, in the parent, before any model is loaded. A job that OUTPUT_DIR/job_state.json says ended
@@ -27,12 +33,13 @@ import os
 import sys
 from pathlib import Path
 
+from trainer.config import bootstrap
 from trainer.config.errors import ConfigError
-from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_OK, EXIT_PREFLIGHT
+from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_OK, EXIT_PREFLIGHT, EXIT_USAGE
 from trainer.config.job import JobConfig
 from trainer.config.load import load_config
 from trainer.logs import setup as setup_logging
-from trainer.pod.job import config_failed, finish, mark_running, previous_outcome
+from trainer.pod.job import config_failed, finish, mark_running, place_for_platform, previous_outcome
 
 log = logging.getLogger("entrypoint")
 
@@ -52,8 +59,66 @@ def prepare(cfg: JobConfig, *, replay_previous: bool) -> tuple[int, str] | None:
     return None
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line naming what is accepted, not a usage dump
+        raise bootstrap.UsageError(f"{message}. " + bootstrap.accepted())
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="entrypoint.py", description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else argv
+    setup_logging()
+    try:
+        command = bootstrap.platform_command(argv)  # RunPod's dockerArgs: read the script, never run it
+        argv = ["run"] if command else argv
+        opts = _parser().parse_args(argv)
+    except bootstrap.UsageError as e:
+        log.info(f"usage error: {e}")
+        config_failed(str(e))  # on a pod: job_failed, or a restarted pod loops on the same arguments
+        return EXIT_USAGE
+
+    # Each command imports what it uses, when it runs: `diagnose`, `migrate` and `report` start
+    # without torch; the training path loads it (trainer/pod/launch.py, trainer/model.py) after the
+    # configuration is known to be good.
+    if opts.command == "migrate":  # needs the database URL only, not a job's configuration
+        from predictions.store.delivery import migrate_command
+
+        return migrate_command(os.environ.get("SUPABASE_DB_URL", "").strip() or None)
+    script, script_error = None, None
+    try:
+        script = bootstrap.read_script(os.environ)
+        if script is None and command:
+            raise ConfigError(bootstrap.VARIABLE, "not set, but the pod was started with the platform's bootstrap "
+                              "arguments, which decode it; the deploy route sets it to the job's script")
+        if script is not None:
+            bootstrap.apply(script, os.environ)  # the training processes inherit what it sets
+    except ConfigError as e:
+        script_error = e
+    if opts.command == "diagnose":  # before load_config: a configuration that fails is its first finding
+        from predictions.report.diagnose import diagnose_command
+
+        return diagnose_command(job_id=opts.job)
+
+    try:
+        if script_error is not None:  # the rest is still checked: every problem in one message
+            try:
+                load_config()
+            except ConfigError as e:
+                raise ConfigError(script_error.problems + e.problems) from None
+            raise script_error
+        cfg = load_config()
+    except ConfigError as e:
+        log.info(f"configuration error: {e}")
+        if script is not None and script.config_used:
+            log.info("(TRAINING_CONFIG here is the config.json inside TRAINING_SCRIPT_B64, the platform's script)")
+        log.info("the pod stops before loading anything; fix what is listed above and start it again")
+        if opts.command == "run":
+            config_failed(str(e))
+        return EXIT_CONFIG
+    return _after_config(cfg, opts, script, command)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="entrypoint.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", nargs="?", default="run",
                         choices=["run", "check", "replay", "migrate", "report", "diagnose"])
     parser.add_argument("--spool", type=Path, help="replay: the spool file (default OUTPUT_DIR/predictions.jsonl)")
@@ -64,30 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.2,
                         help="report: a char error rate worse than the sample's best by more than this is a regression")
     parser.add_argument("--fresh", action="store_true", help="run: start over although the job ended (FRESH_RUN=1)")
-    opts = parser.parse_args(argv)
-    setup_logging()
+    return parser
 
-    # Each command imports what it uses, when it runs: `diagnose`, `migrate` and `report` start
-    # without torch; the training path loads it (trainer/pod/launch.py, trainer/model.py) after the
-    # configuration is known to be good.
-    if opts.command == "diagnose":  # before load_config: a configuration that fails is its first finding
-        from predictions.report.diagnose import diagnose_command
 
-        return diagnose_command(job_id=opts.job)
-    if opts.command == "migrate":  # needs the database URL only, not a job's configuration
-        from predictions.store.delivery import migrate_command
-
-        return migrate_command(os.environ.get("SUPABASE_DB_URL", "").strip() or None)
-
-    try:
-        cfg = load_config()
-    except ConfigError as e:
-        log.info(f"configuration error: {e}")
-        log.info("the pod stops before loading anything; fix what is listed above and start it again")
-        if opts.command == "run":
-            config_failed(str(e))
-        return EXIT_CONFIG
-
+def _after_config(cfg: JobConfig, opts, script: bootstrap.Script | None, command: str | None) -> int:
+    """The command, once the configuration is good."""
     if opts.command == "report":
         from predictions.report.summary import report_command
 
@@ -112,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             config_failed(refusal)
         return EXIT_CONFIG
     precision = resolve_precision(cfg.training)
-    print_report(cfg, processes, device, precision)
+    print_report(cfg, processes, device, precision,
+                 launch=bootstrap.describe(script, command) if script is not None else ())
     for line in describe_calls(cfg.platform):
         log.info(line)
     if opts.command == "run":
@@ -139,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info(f"data error: {failure}")
         return finish(cfg, EXIT_CONFIG, error=f"data error: {failure}")
     log.info(f"entrypoint: training processes exited with code {code}")
+    if code == 0 and script is not None and script.model_dir:  # before job_completed: the platform stops the pod
+        place_for_platform(cfg.output_dir, Path(script.model_dir))
     return finish(cfg, code)
 
 

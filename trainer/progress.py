@@ -120,6 +120,7 @@ class PlatformCallback(TrainerCallback):
     def __init__(self, cfg):
         self._calls, self._out = cfg.platform, cfg.output_dir
         self._sender: platform.MetricsSender | None = None
+        self._best = platform.BestModel()
         self._started: threading.Thread | None = None
         self._last: tuple[int, float] = (0, time.monotonic())
 
@@ -148,7 +149,7 @@ class PlatformCallback(TrainerCallback):
             rate = (step - self._last[0]) * self._batch / max(now - self._last[1], 1e-9)
             self._last = (step, now)
         point = platform.metric_point(logs, step=step, epoch=state.epoch, total_steps=state.max_steps,
-                                       samples_per_second=rate, gpu=platform.gpu_memory())
+                                       samples_per_second=rate, gpu=platform.gpu_memory(), best=self._best)
         if point is None:
             return
         progress = {"step": step, "total_steps": state.max_steps}

@@ -27,7 +27,7 @@ from trainer import checkpoints, progress
 from trainer.child import child_main
 from trainer.config.errors import ConfigError
 from trainer.config.exits import EXIT_CONFIG
-from trainer.config.job import JobConfig, expected_rounds
+from trainer.config.job import JobConfig, best_model, expected_rounds
 from trainer.config.load import load_config
 from trainer.data import Checked, DataError, Example, FileRows, check_file, read_rows, split_holdout, tokenize
 from trainer.datacheck import fetch, model_context, record_failure, sources
@@ -60,8 +60,6 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         eval_strategy=t.eval_strategy,
         eval_steps=t.eval_steps,
-        save_strategy=t.save_strategy,
-        save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         logging_steps=t.logging_steps,
         seed=t.seed,
@@ -78,8 +76,7 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_prefetch_factor=t.dataloader_prefetch_factor,
         dataloader_pin_memory=t.dataloader_pin_memory and torch.cuda.is_available(),  # pinning needs a GPU
-        load_best_model_at_end=t.load_best_model_at_end,
-        metric_for_best_model=t.metric_for_best_model,
+        **best_model(cfg),  # save_strategy, save_steps, load_best_model_at_end, metric_for_best_model
         activation_checkpointing=t.gradient_checkpointing,
         bf16=precision == "bf16",
         fp16=precision == "fp16",

@@ -3,6 +3,7 @@ so that the platform and a person can tell why a pod stopped without reading its
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # `diagnose`: a check did not pass
+EXIT_USAGE = 64  # EX_USAGE: arguments the entrypoint does not accept (the message names those it does)
 EXIT_NO_INPUT = 66  # EX_NOINPUT: `report` / `replay` found no predictions for the job
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: `report` could not read the database
 EXIT_DISK_FULL = 74  # EX_IOERR: OUTPUT_DIR's device is full (a training process says so, without a traceback)

@@ -86,3 +86,34 @@ def expected_rounds(cfg: JobConfig, train_rows: int | None, processes: int = 1) 
     if t.eval_strategy == "epoch":
         return baseline + epochs
     return baseline + total // (t.eval_steps or 1)
+
+
+def best_model(cfg: JobConfig) -> dict[str, Any]:
+    """The checkpoint settings of TrainingArguments. A job in the platform's shape keeps the best
+    evaluation checkpoint whenever evaluation is on, as the platform's trainer does
+    (standalone_trainer.py: load_best_model_at_end on eval_loss, save_steps rounded down to a
+    multiple of eval_steps, at least eval_steps), unless its configuration says
+    load_best_model_at_end itself; saves then follow the evaluations. Otherwise the keys as set."""
+    t = cfg.training
+    settings = {"save_strategy": t.save_strategy, "save_steps": t.save_steps,
+                "load_best_model_at_end": t.load_best_model_at_end, "metric_for_best_model": t.metric_for_best_model}
+    explicit = "load_best_model_at_end" in (cfg.training_sources or {})
+    if cfg.config_shape != "platform" or explicit or t.eval_strategy in (None, "no"):
+        return settings
+    save_steps = t.save_steps
+    if t.eval_strategy == "steps" and t.eval_steps and save_steps % t.eval_steps:
+        save_steps = max(t.eval_steps, save_steps // t.eval_steps * t.eval_steps)
+    return {"save_strategy": t.eval_strategy, "save_steps": save_steps, "load_best_model_at_end": True,
+            "metric_for_best_model": t.metric_for_best_model or "eval_loss"}
+
+
+def best_model_line(cfg: JobConfig) -> str:
+    """The startup report's line on which model final/ holds."""
+    b = best_model(cfg)
+    if not b["load_best_model_at_end"]:
+        return "final model: the last step's (load_best_model_at_end is off)"
+    why = ("load_best_model_at_end is set" if "load_best_model_at_end" in (cfg.training_sources or {})
+           else "as the platform's trainer does whenever evaluation is on")
+    saves = (f"saves every {b['save_steps']} steps" if b["save_strategy"] == "steps" else "saves at each epoch end")
+    return (f"final model: the best evaluation checkpoint by {b['metric_for_best_model']}, loaded at the end ({why}; "
+            f"{saves}, with the evaluations)")

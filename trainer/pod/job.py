@@ -5,6 +5,7 @@ and its end (the state, the Hub upload, job_completed or job_failed)."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,6 +115,40 @@ def finish(cfg: JobConfig, code: int, *, error: str | None = None) -> int:
     log.info(f"job failed (exit {code}): {error}")
     send_alert(calls, "job_failed", error=error, **progress)
     return code
+
+
+#: final/ and final-merged/ under the names the platform's trainer uses in its output_dir.
+PLATFORM_LAYOUT = (("final", ""), ("final-merged", "merged_model"))
+
+
+def place_for_platform(output_dir: Path, model_dir: Path) -> None:
+    """The final model also where the platform's pod leaves it (its config.json's output_dir,
+    /workspace/fine_tuned_model): hard links (no second copy on the volume; a copy across
+    devices). Only when that folder's parent exists (the volume is mounted); never fatal."""
+    if not model_dir.parent.is_dir():
+        log.info(f"platform model folder: {model_dir} not written: {model_dir.parent} does not exist here "
+                 f"(the model is in {output_dir / 'final'})")
+        return
+    placed = 0
+    try:
+        for source_name, target_name in PLATFORM_LAYOUT:
+            source = output_dir / source_name
+            if not source.is_dir() or source.resolve() == model_dir.resolve():
+                continue
+            for path in (p for p in source.rglob("*") if p.is_file()):
+                target = model_dir / target_name / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.unlink(missing_ok=True)
+                try:
+                    os.link(path, target)
+                except OSError:  # another device, or links not supported
+                    shutil.copy2(path, target)
+                placed += 1
+    except OSError as e:
+        log.info(f"platform model folder: FAILED to fill {model_dir} ({e}); the model is in {output_dir / 'final'}")
+        return
+    log.info(f"platform model folder: {placed} files of {output_dir / 'final'} also in {model_dir}, where the "
+             "platform's pod leaves its model")
 
 
 def config_failed(error: str) -> None:

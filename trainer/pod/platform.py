@@ -186,16 +186,71 @@ class MetricsSender:
                 f"{self.dropped} dropped (queue full), {pending} not sent by the end")
 
 
+#: The platform's trainer's constants (standalone_trainer.py RECENT_LOSSES_MAX_LENGTH,
+#: MIN_LOSSES_FOR_TREND_ANALYSIS, LOSS_IMPROVEMENT_THRESHOLD).
+TREND_WINDOW, TREND_MIN, TREND_THRESHOLD = 10, 3, 0.01
+
+
+class BestModel:
+    """The best-model fields of the platform's metric points (loss_trend, best_eval_loss,
+    best_epoch, best_step, epochs_without_improvement), computed as its trainer's
+    TrainingMetricsCallback computes them: the best checkpoint by its score (half the eval loss,
+    a penalty for the train/eval gap and for perplexity, a bonus for a fresh improvement, the
+    previous best scored without a train loss), "epochs without improvement" 0 or 1 against the
+    previous evaluation, and the trend over the last 10 train losses. One difference: its trend
+    window re-counts the last logged loss at every step between logs; here each log counts once."""
+
+    def __init__(self) -> None:
+        self.best_eval_loss: float | None = None
+        self.best_epoch = self.best_step = self.epochs_without_improvement = 0
+        self._last_eval: float | None = None
+        self._losses: list[float] = []
+
+    @staticmethod
+    def _score(eval_loss: float, train_loss: float | None, without_improvement: int) -> float:
+        gap = abs(train_loss - eval_loss) / max(eval_loss, 0.001) * 0.3 if train_loss is not None else 0.0
+        perplexity = min(math.exp(min(eval_loss, 50)) / 20.0, 1.0) * 0.1
+        return eval_loss * 0.5 + gap + perplexity + (-0.1 if without_improvement == 0 else 0.0)
+
+    def update(self, *, step: int, epoch: int, loss: float | None, eval_loss: float | None) -> dict:
+        """Take one log's losses; the fields for its point."""
+        if eval_loss is not None:
+            train = loss if loss is not None else (self._losses[-1] if self._losses else None)
+            previous = (self._score(self.best_eval_loss, None, 1) if self.best_eval_loss is not None
+                        else math.inf)
+            if self._score(eval_loss, train, self.epochs_without_improvement) < previous:
+                self.best_eval_loss, self.best_epoch, self.best_step = eval_loss, epoch, step
+            self.epochs_without_improvement = 0 if self._last_eval is None or eval_loss < self._last_eval else 1
+            self._last_eval = eval_loss
+        if loss is not None:
+            self._losses = [*self._losses, loss][-TREND_WINDOW:]
+        return {"loss_trend": self.trend(), "best_eval_loss": round(self.best_eval_loss, 6)
+                if self.best_eval_loss is not None else None, "best_epoch": self.best_epoch,
+                "best_step": self.best_step, "epochs_without_improvement": self.epochs_without_improvement}
+
+    def trend(self) -> str:
+        n = len(self._losses)
+        if n < TREND_MIN:
+            return "insufficient_data"
+        first, second = self._losses[: n // 2], self._losses[n // 2:]
+        diff = sum(first) / len(first) - sum(second) / len(second)
+        return "improving" if diff > TREND_THRESHOLD else "degrading" if diff < -TREND_THRESHOLD else "stable"
+
+
 def metric_point(logs: dict, *, step: int, epoch: float | None, total_steps: int | None,
-                 samples_per_second: float | None = None, gpu: dict | None = None) -> dict | None:
+                 samples_per_second: float | None = None, gpu: dict | None = None,
+                 best: BestModel | None = None) -> dict | None:
     """One point in the shape the platform's metrics route reads (MetricPoint), from a Trainer
-    log; None for a log that is not a training or evaluation step (the closing summary)."""
+    log; None for a log that is not a training or evaluation step (the closing summary). `epoch`
+    is the integer epoch, as the platform's trainer sends it (`int(state.epoch)`; its table's
+    column is an integer); `best` adds the best-model fields its UI shows."""
     if "loss" not in logs and "eval_loss" not in logs:
         return None
     loss, eval_loss = _finite(logs.get("loss")), _finite(logs.get("eval_loss"))
+    whole = int(_finite(logs.get("epoch", epoch)) or 0)
     point = {
         "step": step,
-        "epoch": _finite(logs.get("epoch", epoch)),
+        "epoch": whole,
         "train_loss": loss,
         "eval_loss": eval_loss,
         "learning_rate": _finite(logs.get("learning_rate")),
@@ -208,6 +263,8 @@ def metric_point(logs: dict, *, step: int, epoch: float | None, total_steps: int
         "total_steps": total_steps,
         "progress": round(100 * step / total_steps, 2) if total_steps else None,
     }
+    if best is not None:
+        point.update(best.update(step=step, epoch=whole, loss=loss, eval_loss=eval_loss))
     point.update(gpu or {})
     return point
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from predictions.store.keys import key_role
 from trainer.config.environment import VARIABLES
-from trainer.config.job import JobConfig, expected_rounds
+from trainer.config.job import JobConfig, best_model_line, expected_rounds
 from trainer.data import holdout_size
 from trainer.datacheck import user_data
 from trainer.fetch import is_url
@@ -194,6 +194,7 @@ def decisions(cfg: JobConfig, processes: int, device: str, precision: str) -> li
     for note in cfg.notes:
         lines.append(f"platform config: {note}")
     lines.append(output_line(cfg))
+    lines.append(best_model_line(cfg))
     prec = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[precision]
     lines.append(f"processes: {processes} on {device}; precision {prec}"
                  + (" (a CPU trains in fp32)" if device == "cpu" else ""))
@@ -236,8 +237,10 @@ def decisions(cfg: JobConfig, processes: int, device: str, precision: str) -> li
     return lines
 
 
-def print_report(cfg: JobConfig, processes: int, device: str, precision: str, console: Console | None = None) -> None:
-    """Print the variable table and the decisions."""
+def print_report(cfg: JobConfig, processes: int, device: str, precision: str, console: Console | None = None,
+                 launch: list[str] | tuple[str, ...] = ()) -> None:
+    """Print the variable table and the decisions; `launch`: what a platform launch took from its
+    script and what it ignored (trainer/config/bootstrap.py)."""
     console = console or Console(width=160, soft_wrap=True)
     table = Table(title="configuration", title_justify="left")
     for col in ("variable", "status", "value", "needed by"):
@@ -246,7 +249,7 @@ def print_report(cfg: JobConfig, processes: int, device: str, precision: str, co
         status, value = _describe(name, cfg)
         table.add_row(name, status, value, mode)
     console.print(table)
-    for line in decisions(cfg, processes, device, precision):
+    for line in [*launch, *decisions(cfg, processes, device, precision)]:
         console.print(line, highlight=False)
     for line in settings_lines(cfg, processes, precision, *resolve_optim(cfg.training)):
         console.print(line, highlight=False)
