@@ -233,3 +233,26 @@ def test_the_platforms_pod_request_trains_the_job(tmp_path):
     evals = [p for p in points if p["eval_loss"] is not None]
     assert evals and all(p["best_step"] in (6, 12) and p["best_eval_loss"] is not None for p in evals)
     assert CANARY not in printed
+
+
+def test_unknown_arguments_are_one_line_naming_what_is_accepted(tmp_path):
+    proc = run_entrypoint(job_env(tmp_path / "out"), "chek", timeout=120)
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode == 64, printed
+    assert "usage error: argument command: invalid choice: 'chek'" in printed and "Accepted: run [--fresh]" in printed
+    assert "usage:" not in printed and "Traceback" not in printed
+
+
+def test_an_unreadable_script_in_the_platforms_launch_is_78_with_job_failed(tmp_path):
+    platform = PlatformDouble(JOB, TOKEN, KEY)
+    try:
+        env = job_env(tmp_path / "out", TRAINING_SCRIPT_B64="not base64 at all!", JOB_ID=JOB, USER_ID=OWNER,
+                      ALERT_API_URL=platform.url + "/api/alerts/trigger", INTERNAL_API_KEY=KEY)
+        proc = run_entrypoint(env, *ARGV, timeout=120)
+    finally:
+        platform.close()
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode == 78, printed
+    assert "configuration error: TRAINING_SCRIPT_B64: not base64-encoded UTF-8 text" in printed
+    assert platform.types() == ["job_failed"]
+    assert "TRAINING_SCRIPT_B64: not base64" in platform.alerts[0]["error_message"]

@@ -233,6 +233,7 @@ def test_a_metric_point_has_the_routes_fields_and_skips_the_closing_summary():
     point = metric_point({"loss": 0.5, "grad_norm": float("nan"), "learning_rate": 1e-4, "epoch": 1.5},
                                    step=30, epoch=1.5, total_steps=60, samples_per_second=12.0)
     assert point["train_loss"] == 0.5 and point["grad_norm"] is None  # NaN is not JSON
+    assert point["epoch"] == 1  # the integer epoch, as the platform's trainer sends it
     assert point["progress"] == 50 and point["samples_per_second"] == 12.0 and point["timestamp"].endswith("Z")
     assert metric_point({"eval_loss": 0.7}, step=30, epoch=1.5, total_steps=60)["perplexity"] > 1
     assert metric_point({"train_runtime": 3.0, "train_loss": 0.6}, step=60, epoch=2, total_steps=60) is None
