@@ -187,9 +187,10 @@ def _after_config(cfg: JobConfig, opts, script: bootstrap.Script | None, command
         return finish(cfg, EXIT_CONFIG, error=f"data error: {failure}")
     log.info(f"entrypoint: training processes exited with code {code}")
     if code == 0 and script is not None and script.model_dir:  # before job_completed: the platform stops the pod
-        if cfg.output_dir_source == "set":  # the platform's pod sets no OUTPUT_DIR: someone chose this place
-            log.info(f"platform model folder: {script.model_dir} not written: OUTPUT_DIR is set, the model is in "
-                     f"{cfg.output_dir / 'final'}")
+        volume = Path(script.model_dir).parent
+        if volume not in cfg.output_dir.resolve().parents:  # OUTPUT_DIR moved off the platform's volume
+            log.info(f"platform model folder: {script.model_dir} not written: OUTPUT_DIR is not on {volume}, "
+                     f"the model is in {cfg.output_dir / 'final'}")
         else:
             place_for_platform(cfg.output_dir, Path(script.model_dir))
     return finish(cfg, code)

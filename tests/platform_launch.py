@@ -15,9 +15,16 @@ as the template's comments intend (the configuration and the trainer embedded).
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import shlex
+from pathlib import Path
 from typing import Any
+
+import httpx
+
+from tests.http_servers import LoopbackServer
+from tests.postgrest_double import PostgrestDouble, serve
 
 #: runpod-service.ts createPod: the dockerArgs of every pod.
 DOCKER_ARGS = ("bash -c 'echo \"$TRAINING_SCRIPT_B64\" | base64 -d > /workspace/run_training.sh && "
@@ -147,6 +154,11 @@ def pod_environment(script: str, *, training_config_id: str, env_vars: dict[str,
     return {"TRAINING_CONFIG_ID": training_config_id, "TRAINING_SCRIPT_B64": _b64(script), **env_vars}
 
 
+#: The deploy route's fallback SUPABASE_ANON_KEY (route.ts): a JWT with the anon role.
+ROUTE_ANON_KEY = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZSIsInJlZiI6InBsYWNlaG9sZGVyIiwicm9sZSI6ImFub24"
+                  "iLCJpYXQiOjE2NDUxOTI4MjAsImV4cCI6MTk2MDc2ODgyMH0.M1YwMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE")
+
+
 def deploy_env_vars(*, job_id: str, job_token: str, user_id: str, supabase_url: str, anon_key: str,
                     service_key: str, dataset_url: str, model_name: str, app_url: str, internal_api_key: str,
                     environment_variables: dict[str, str] | None = None) -> dict[str, str]:
@@ -160,6 +172,38 @@ def deploy_env_vars(*, job_id: str, job_token: str, user_id: str, supabase_url: 
         "ALERT_API_URL": f"{app_url}/api/alerts/trigger", "INTERNAL_API_KEY": internal_api_key,
         "DEFAULT_DATALOADER_NUM_WORKERS": "4", "DEFAULT_DATALOADER_PREFETCH_FACTOR": "2", "DEFAULT_PRETOKENIZE": "true",
     }
+
+
+def demo_job(stored: dict) -> dict:
+    """A real stored configuration for the demo model on a CPU, in seconds: 12 steps, an evaluation
+    and a checkpoint every 6; 4-bit weights off (they need a GPU). The rest as the user stored it
+    (its LoRA, scheduler, paged optimizer, bf16, eval split, predictions block)."""
+    config = json.loads(json.dumps(stored))
+    config["model"]["name"] = config["tokenizer"]["name"] = "demo"
+    config["training"].update(
+        num_epochs=1, max_steps=12, batch_size=16, eval_batch_size=16, max_length=32, eval_steps=6, save_steps=6,
+        logging_steps=6, learning_rate=0.002, gradient_accumulation_steps=1, warmup_steps=0, quantization={},
+        gradient_checkpointing=False)
+    return config
+
+
+def supabase_with_job(table: PostgrestDouble, *, job_id: str, service_key: str, config: dict) -> LoopbackServer:
+    """The Supabase API of the platform: training_predictions (the PostgREST double) and the job's
+    row in local_training_jobs, as the deploy route inserted it (its `config`), for the service key."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/rest/v1/local_training_jobs":
+            if request.headers.get("apikey") != service_key:
+                return httpx.Response(401, json={"message": "Invalid API key"})
+            found = request.url.params.get("id") == f"eq.{job_id}"
+            return httpx.Response(200, json=[{"config": config}] if found else [])
+        return table(request)
+    return serve(handler)
+
+
+def gzipped_demo_rows(path: Path, rows: int = 400) -> Path:
+    """The demo's training rows as the platform's signed URL serves a dataset (.jsonl.gz)."""
+    path.write_bytes(gzip.compress("".join(TRAIN_FILE.read_text().splitlines(keepends=True)[:rows]).encode()))
+    return path
 
 
 #: generateRunPodScript's template (script-builder.ts), its JavaScript escapes resolved; @@…@@ are

@@ -6,7 +6,6 @@ entrypoint as RunPod starts it, a real short training run from a real stored con
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import os
 from pathlib import Path
@@ -20,11 +19,15 @@ from tests.platform_launch import (
     ARGV,
     DOCKER_ARGS,
     POD_DATASET_PATH,
+    ROUTE_ANON_KEY,
     STAND_IN_TRAINER,
+    demo_job,
     deploy_env_vars,
     generate_training_config,
+    gzipped_demo_rows,
     pod_environment,
     runpod_script,
+    supabase_with_job,
 )
 from tests.postgrest_double import PostgrestDouble, serve
 from trainer.config import bootstrap
@@ -186,32 +189,17 @@ def test_the_platforms_pod_request_trains_the_job(tmp_path):
     its environment (TRAINING_SCRIPT_B64 built as its script builder builds it, as deployed, so
     without the configuration), the job's row holding a real stored configuration (shrunk for a
     CPU), the platform's routes and the Supabase API as doubles."""
-    from trainer.demo import TRAIN_FILE
-
-    config = stored()
-    config["model"]["name"] = config["tokenizer"]["name"] = "demo"
-    config["training"].update(  # seconds on a CPU; 4-bit weights need a GPU
-        num_epochs=1, max_steps=12, batch_size=16, eval_batch_size=16, max_length=32, eval_steps=6, save_steps=6,
-        logging_steps=6, learning_rate=0.002, gradient_accumulation_steps=1, warmup_steps=0, quantization={},
-        gradient_checkpointing=False)
-    data = tmp_path / "dataset.jsonl.gz"
-    data.write_bytes(gzip.compress("".join(TRAIN_FILE.read_text().splitlines(keepends=True)[:400]).encode()))
+    config = demo_job(stored())
+    data = gzipped_demo_rows(tmp_path / "dataset.jsonl.gz")
     table = PostgrestDouble()
-
-    def supabase(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/rest/v1/local_training_jobs":
-            assert request.headers["apikey"] == SERVICE_KEY and request.url.params["id"] == f"eq.{JOB}"
-            return httpx.Response(200, json=[{"config": config}])
-        return table(request)
-
-    database, platform = serve(supabase), PlatformDouble(JOB, TOKEN, KEY)
+    database = supabase_with_job(table, job_id=JOB, service_key=SERVICE_KEY, config=config)
+    platform = PlatformDouble(JOB, TOKEN, KEY)
     try:
         script = runpod_script(generate_training_config("demo", POD_DATASET_PATH, config), HF, None, JOB)
         env = job_env(tmp_path / "out", **pod_environment(script, training_config_id=CONFIG_ID, env_vars=deploy_env_vars(
-            job_id=JOB, job_token=TOKEN, user_id=OWNER, supabase_url=database.url, anon_key="anon",
+            job_id=JOB, job_token=TOKEN, user_id=OWNER, supabase_url=database.url, anon_key=ROUTE_ANON_KEY,
             service_key=SERVICE_KEY, dataset_url=str(data), model_name="demo", app_url=platform.url,
             internal_api_key=KEY)))
-        env.pop("SUPABASE_ANON_KEY")  # a placeholder JWT in the route; an anon key is only reported
         proc = run_entrypoint(env, *ARGV)
     finally:
         database.close()
@@ -222,7 +210,7 @@ def test_the_platforms_pod_request_trains_the_job(tmp_path):
     assert "TRAINING_CONFIG is the job's own, read from the platform's database" in printed
     assert "platform launch: ignored: its pip installs (" in printed and "HF_TOKEN (its export line" in printed
     assert "final model: the best evaluation checkpoint by eval_loss" in printed
-    assert "platform model folder: /workspace/fine_tuned_model not written: OUTPUT_DIR is set" in printed
+    assert "platform model folder: /workspace/fine_tuned_model not written: OUTPUT_DIR is not on /workspace" in printed
     # predictions from the configuration's own block (5 samples, after each evaluation) and the demo's baseline
     assert sorted({r["step"] for r in table.rows}) == [0, 6, 12] and len(table.rows) == 15
     assert {r["job_id"] for r in table.rows} == {JOB} and {r["user_id"] for r in table.rows} == {OWNER}

@@ -22,6 +22,20 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, spool_rows, wait_for
+from tests.platform_double import PlatformDouble
+from tests.platform_launch import (
+    ARGV,
+    POD_DATASET_PATH,
+    ROUTE_ANON_KEY,
+    demo_job,
+    deploy_env_vars,
+    generate_training_config,
+    gzipped_demo_rows,
+    pod_environment,
+    runpod_script,
+    supabase_with_job,
+)
+from tests.postgrest_double import PostgrestDouble
 from tests.procs import processes_with
 from trainer.checkpoints import MARKER
 from trainer.demo import DEMO_TRAINING
@@ -217,3 +231,38 @@ def test_docker_stop_keeps_the_spool_and_a_second_run_resumes(docker_env, image,
     keys = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
     assert set(keys) == EXPECTED  # the same set as an uninterrupted run
     assert sum(n - 1 for n in keys.values()) < PREDICTIONS["sample_count"]  # at most the stopped round again
+
+
+def test_the_platforms_pod_request_trains_the_job_in_the_image(docker_env, image, tmp_path):
+    """`docker run` as RunPod starts the platform's pod: the image with the deploy route's dockerArgs
+    as its arguments, the route's variables (TRAINING_SCRIPT_B64 as its script builder builds it),
+    the volume on /workspace; the Supabase API (with the job's row) and the platform's routes as
+    doubles on the host's loopback (host network). The model also lands in /workspace/fine_tuned_model."""
+    job, owner, token, key, service = (str(uuid.uuid4()), "11111111-1111-4111-8111-111111111111", "job-token",
+                                       "internal-key", "sb_secret_docker-test")
+    ws = tmp_path / "ws"
+    (ws / "input").mkdir(parents=True)
+    gzipped_demo_rows(ws / "input" / "dataset.jsonl.gz")
+    config = demo_job(json.loads((ROOT / "tests" / "platform_configs" / "stored_sft_predictions_eval.json").read_text()))
+    table = PostgrestDouble()
+    database = supabase_with_job(table, job_id=job, service_key=service, config=config)
+    platform = PlatformDouble(job, token, key)
+    try:
+        script = runpod_script(generate_training_config("demo", POD_DATASET_PATH, config), "", None, job)
+        variables = pod_environment(script, training_config_id="cfg-1", env_vars=deploy_env_vars(
+            job_id=job, job_token=token, user_id=owner, supabase_url=database.url, anon_key=ROUTE_ANON_KEY,
+            service_key=service, dataset_url="/workspace/input/dataset.jsonl.gz", model_name="demo",
+            app_url=platform.url, internal_api_key=key))
+        run = docker_run(docker_env, "--network", "host", "-v", f"{ws}:/workspace",
+                         *[a for k, v in variables.items() for a in ("-e", f"{k}={v}")], image, *ARGV, timeout=1200)
+    finally:
+        database.close()
+        platform.close()
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-4000:]
+    assert "platform launch: started with the platform's bootstrap arguments" in log
+    assert sorted({r["step"] for r in table.rows}) == [0, 6, 12] and {r["job_id"] for r in table.rows} == {job}
+    assert platform.types() == ["job_started", "job_completed"], (platform.alerts, platform.refused)
+    assert (ws / "outputs" / "final" / "adapter_model.safetensors").exists()
+    assert (ws / "fine_tuned_model" / "adapter_model.safetensors").exists(), log[-2000:]
+    assert not (ws / "run_training.sh").exists() and not (ws / "config.json").exists()  # read, never written or run
