@@ -25,6 +25,7 @@ import httpx
 
 from tests.http_servers import LoopbackServer
 from tests.postgrest_double import PostgrestDouble, serve
+from trainer.demo import TRAIN_FILE
 
 #: runpod-service.ts createPod: the dockerArgs of every pod.
 DOCKER_ARGS = ("bash -c 'echo \"$TRAINING_SCRIPT_B64\" | base64 -d > /workspace/run_training.sh && "
