@@ -9,12 +9,18 @@ DATASET_URL, writes the job's configuration with `echo "<base64>" | base64 -d >
 /workspace/config.json`, writes its own trainer (standalone_trainer.py) and runs it. There is no
 TRAINING_CONFIG: the configuration travels only inside the script.
 
+As deployed, though, the builder's template escapes that interpolation (`\\${configBase64}`): the
+script decodes a shell variable nothing sets, and the platform's own pod writes an empty
+config.json (and an empty trainer). The configuration is then where the deploy route stored it
+with the job: `local_training_jobs.config`, readable with the service key the pod is given.
+
 This image runs none of it. `platform_command(argv)` recognises the bootstrap arguments (however
 RunPod splits them) as the `run` command; `read_script()` decodes the script and takes out what
-is the job's: config.json (used exactly as TRAINING_CONFIG), and the `export HF_TOKEN=` /
-`export JOB_ID=` lines where the environment lacks them; `apply()` puts those into the environment
-the training processes inherit. What the script would have done besides is listed, as ignored,
-in the startup report. The script is never written to disk nor printed: it holds the HF token.
+is the job's: config.json (used exactly as TRAINING_CONFIG; else the job's row), and the
+`export HF_TOKEN=` / `export JOB_ID=` lines where the environment lacks them; `apply()` puts
+those into the environment the training processes inherit (an explicit TRAINING_CONFIG wins).
+What the script would have done besides is listed, as ignored, in the startup report. The script
+is never written to disk nor printed: it holds the HF token.
 """
 
 from __future__ import annotations
@@ -124,7 +130,8 @@ def read_script(environ: MutableMapping[str, str]) -> Script | None:
     if unset:
         return Script(chars=len(raw), config_text=None, config_path=unset.group(2), model_dir=PLATFORM_MODEL_DIR,
                       no_config=f"its config.json line decodes the shell variable ${{{unset.group(1)}}}, which nothing "
-                      "sets (the platform's script builder escapes that interpolation; its own pod stops there)",
+                      "sets (the platform's script builder escapes that interpolation; its own pod writes an empty "
+                      "config.json there)",
                       hf_token=_export(text, "HF_TOKEN"), job_id=_export(text, "JOB_ID"), ignored=tuple(_ignored(text)))
     if config is None:
         raise ConfigError(VARIABLE, "the script embeds no config.json (`echo \"<base64>\" | base64 -d > "
@@ -234,7 +241,10 @@ def job_config_from_database(environ: MutableMapping[str, str], why: str) -> str
     except httpx.HTTPError as e:
         raise ConfigError(VARIABLE, f"the script holds no job configuration ({why}); reading {where} from "
                           f"{redact_url(url)} failed: {type(e).__name__}; set TRAINING_CONFIG to it") from None
-    rows = r.json() if r.status_code == 200 and r.headers.get("content-type", "").startswith("application/json") else None
+    try:
+        rows = r.json() if r.status_code == 200 else None
+    except ValueError:  # not JSON: a proxy's page, say
+        rows = None
     config = rows[0].get("config") if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
     if not isinstance(config, dict):
         got = f"HTTP {r.status_code}" if rows is None else ("no such job" if not rows else "no configuration in it")
