@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         log.info(f"configuration error: {e}")
         if script is not None and script.config_used:
-            log.info("(TRAINING_CONFIG here is the config.json inside TRAINING_SCRIPT_B64, the platform's script)")
+            log.info(f"(TRAINING_CONFIG here is the platform launch's: {script.taken[0]})")
         log.info("the pod stops before loading anything; fix what is listed above and start it again")
         if opts.command == "run":
             config_failed(str(e))

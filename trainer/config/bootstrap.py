@@ -256,8 +256,7 @@ def job_config_from_database(environ: MutableMapping[str, str], why: str) -> str
 def describe(script: Script, command: str | None) -> list[str]:
     """The startup report's lines for a platform launch: what was taken, what was ignored."""
     how = "started with the platform's bootstrap arguments" if command else "TRAINING_SCRIPT_B64 is set"
-    lines = [f"platform launch: {how}; the script in TRAINING_SCRIPT_B64 ({script.chars:,} chars) is read, "
-             "not run"]
+    lines = [f"platform launch: {how}; its script ({VARIABLE}, {script.chars:,} chars) is read, not run"]
     if script.taken:
         lines.append(f"platform launch: taken from the script: {'; '.join(script.taken)}")
     if not script.config_used:
