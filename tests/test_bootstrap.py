@@ -244,3 +244,25 @@ def test_an_unreadable_script_in_the_platforms_launch_is_78_with_job_failed(tmp_
     assert "configuration error: TRAINING_SCRIPT_B64: not base64-encoded UTF-8 text" in printed
     assert platform.types() == ["job_failed"]
     assert "TRAINING_SCRIPT_B64: not base64" in platform.alerts[0]["error_message"]
+
+
+def test_a_bad_configuration_in_the_jobs_row_is_78_naming_its_keys_with_job_failed(tmp_path):
+    """The configuration read for a platform launch is checked exactly as TRAINING_CONFIG is."""
+    table, platform = PostgrestDouble(), PlatformDouble(JOB, TOKEN, KEY)
+    database = supabase_with_job(table, job_id=JOB, service_key=SERVICE_KEY, config=stored("several_mistakes.json"))
+    try:
+        env = job_env(tmp_path / "out", **pod_environment(runpod_script({}, "", None, JOB), training_config_id=CONFIG_ID,
+                      env_vars=deploy_env_vars(job_id=JOB, job_token=TOKEN, user_id=OWNER, supabase_url=database.url,
+                                               anon_key=ROUTE_ANON_KEY, service_key=SERVICE_KEY,
+                                               dataset_url=str(gzipped_demo_rows(tmp_path / "d.jsonl.gz", 20)),
+                                               model_name="demo", app_url=platform.url, internal_api_key=KEY)))
+        proc = run_entrypoint(env, *ARGV, timeout=120)
+    finally:
+        database.close()
+        platform.close()
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode == 78, printed[-3000:]
+    assert "TRAINING_CONFIG.training.quantization: load_in_4bit and load_in_8bit are both true" in printed
+    assert "(TRAINING_CONFIG here is the platform launch's: no configuration: its config.json line decodes" in printed
+    assert platform.types() == ["job_failed"] and "load_in_4bit" in platform.alerts[0]["error_message"]
+    assert CANARY not in printed
