@@ -190,7 +190,7 @@ def test_the_platforms_pod_request_trains_the_job(tmp_path):
     without the configuration), the job's row holding a real stored configuration (shrunk for a
     CPU), the platform's routes and the Supabase API as doubles."""
     config = demo_job(stored())
-    data = gzipped_demo_rows(tmp_path / "dataset.jsonl.gz")
+    data = gzipped_demo_rows(tmp_path / "dataset.jsonl.gz", 200)
     table = PostgrestDouble()
     database = supabase_with_job(table, job_id=JOB, service_key=SERVICE_KEY, config=config)
     platform = PlatformDouble(JOB, TOKEN, KEY)
@@ -220,7 +220,9 @@ def test_the_platforms_pod_request_trains_the_job(tmp_path):
     assert all(isinstance(p["epoch"], int) for p in points)
     evals = [p for p in points if p["eval_loss"] is not None]
     assert evals and all(p["best_step"] in (6, 12) and p["best_eval_loss"] is not None for p in evals)
-    assert CANARY not in printed
+    assert CANARY not in printed  # the job token, the internal key, the service key, the HF token in the script
+    for path in (p for p in (tmp_path / "out").rglob("*") if p.is_file()):
+        assert CANARY.encode() not in path.read_bytes(), path
 
 
 def test_unknown_arguments_are_one_line_naming_what_is_accepted(tmp_path):
