@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         command = bootstrap.platform_command(argv)  # RunPod's dockerArgs: read the script, never run it
-        argv = ["run"] if command else argv
+        argv = ["run"] if command else [a for a in argv if a.strip()]  # an empty start command: run
         opts = _parser().parse_args(argv)
     except bootstrap.UsageError as e:
         log.info(f"usage error: {e}")

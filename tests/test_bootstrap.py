@@ -59,6 +59,7 @@ def test_the_bootstrap_arguments_are_recognised_in_every_form(argv):
     assert command == ('echo "$TRAINING_SCRIPT_B64" | base64 -d > /workspace/run_training.sh && chmod +x '
                        "/workspace/run_training.sh && /workspace/run_training.sh")
     assert bootstrap.platform_command(["run"]) is None and bootstrap.platform_command([]) is None
+    assert bootstrap.platform_command([""]) is None  # an empty start command
 
 
 @pytest.mark.parametrize("argv", [["bash", "-c", "rm -rf /workspace"], ["bash"], ["sh", "-x", "script.sh"]])

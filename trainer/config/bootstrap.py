@@ -66,7 +66,7 @@ def platform_command(argv: list[str]) -> str | None:
     ['bash', '-c', CMD], as one string, or split on blanks), else None when `argv` is no shell
     invocation at all. A shell invocation that is not the bootstrap is a UsageError: this image
     runs its own training, never a command it is handed."""
-    if not argv:
+    if not any(a.strip() for a in argv):  # none, or an empty start command
         return None
     if len(argv) == 1 and argv[0].split(None, 1)[0] in SHELLS:
         try:
