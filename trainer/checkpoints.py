@@ -32,12 +32,30 @@ class MarkComplete(TrainerCallback):
         if not (state.is_local_process_zero if args.save_on_each_node else state.is_world_process_zero):
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir() and not state.is_world_process_zero:
+            save_node_copy(kwargs["model"], folder)
         if folder.is_dir():
             marker = folder / MARKER
             with open(marker, "w") as f:
                 f.write(f"{state.global_step}\n")
                 f.flush()
                 os.fsync(f.fileno())
+
+
+def save_node_copy(model, folder: Path) -> None:
+    """The model's weights in a checkpoint of a cluster's other node. The Trainer saves the rest of
+    the checkpoint on each node (`save_on_each_node`), but transformers (5.23) `save_pretrained`
+    writes only on global rank 0 whatever that says, and volumes are not shared: without this a
+    node's checkpoint has no weights and its restart could not resume."""
+    from accelerate.utils import extract_model_from_parallel
+    from safetensors.torch import save_model
+
+    bare = extract_model_from_parallel(model)
+    if hasattr(bare, "peft_config"):  # peft writes on any rank: the adapter alone, as the Trainer would
+        bare.save_pretrained(folder)
+        return
+    save_model(bare, str(folder / "model.safetensors"), metadata={"format": "pt"})  # tied weights once
+    bare.config.save_pretrained(folder)
 
 
 def complete_steps(output_dir: Path) -> list[int]:

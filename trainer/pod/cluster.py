@@ -88,10 +88,10 @@ class Cluster:
     def describe(self, processes_per_node: int) -> str:
         """The startup report's line."""
         if self.kind == "single":
-            return f"cluster: none (one node, {processes_per_node} processes, world size {processes_per_node})"
+            return f"cluster: none (one node, world size {processes_per_node})"
         role = "the primary" if self.is_primary else "a worker"
         return (f"cluster: {self.label}: this node is rank {self.node_rank} of {self.nodes} nodes ({role}), "
-                f"{processes_per_node} processes per node, world size {processes_per_node * self.nodes}, "
+                f"{_plural(processes_per_node, 'process', 'processes')} per node, world size {processes_per_node * self.nodes}, "
                 f"primary {self.primary_addr}:{self.primary_port}, rendezvous timeout {self.rendezvous_timeout_s}s"
                 + (f"; this node {self.node_addr}" if self.node_addr else ""))
 
@@ -289,5 +289,5 @@ def never_joined_message(cluster: Cluster) -> str:
             "that the primary's address and port are reachable from every pod, and that no pod failed to start")
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
