@@ -34,6 +34,7 @@ from trainer.config.load import load_config
 from trainer.logs import setup as setup_logging
 from trainer.pod.cluster import check_processes, claims_primary, detect_cluster, joined, launch_failure
 from trainer.pod.job import config_failed, finish, mark_running, previous_outcome
+from trainer.pod.state import read_state
 
 log = logging.getLogger("entrypoint")
 
@@ -151,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info(f"data error: {failure}")
         return finish(cfg, EXIT_CONFIG, error=f"data error: {failure}", primary=primary)
     log.info(f"entrypoint: training processes exited with code {code}")
-    never_met = launch_failure(cluster, cfg.output_dir, code)
-    if never_met:
-        log.info(never_met)
-    return finish(cfg, code, error=never_met, primary=primary)
+    why = launch_failure(cluster, cfg.output_dir, code, recorded=(read_state(cfg.output_dir) or {}).get("error"))
+    if why:  # the nodes never met, or one went away: said in the cluster's terms
+        log.info(why)
+    return finish(cfg, code, error=why, primary=primary)
 
 
 def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> tuple[int, str] | None:

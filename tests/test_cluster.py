@@ -22,7 +22,10 @@ from trainer.pod.cluster import (
     claims_primary,
     collective_timeout_s,
     detect_cluster,
+    launch_failure,
+    mark_joined,
     network_environment,
+    never_joined_message,
     nodes_in_run,
 )
 from trainer.pod.launch import launch_command
@@ -123,8 +126,9 @@ def test_the_launch_joins_the_cluster_with_a_static_rendezvous(tmp_path):
 
 
 def node_env(out: Path, cluster: dict[str, str], **values) -> dict[str, str]:
-    return job_env(out, GLOO_SOCKET_IFNAME="lo", TRAINING_CONFIG=TRAINING, PREDICTIONS_CONFIG=PREDICTIONS,
-                   **cluster, **values)
+    """A node's environment: gloo over loopback, the job's variables, the cluster's."""
+    values = {"GLOO_SOCKET_IFNAME": "lo", "TRAINING_CONFIG": TRAINING, "PREDICTIONS_CONFIG": PREDICTIONS, **values}
+    return job_env(out, **cluster, **values)
 
 
 def start(env: dict[str, str]) -> subprocess.Popen:
@@ -203,12 +207,21 @@ def test_a_node_that_never_joins_fails_the_job_once_after_the_rendezvous_timeout
     assert "within RENDEZVOUS_TIMEOUT_S=3s" in log
     assert platform.types() == ["job_failed"]
     assert "never all met" in platform.alerts[0]["error_message"]
-    # a worker whose primary never answers says so too, and leaves the alert to node 0
-    lone = run_entrypoint(node_env(tmp_path / "node1", {**kubeflow(1, free_port()), "RENDEZVOUS_TIMEOUT_S": "3"},
-                                   **platform_values(platform)), timeout=240)
-    assert lone.returncode != 0
-    assert "this node (rank 1) could not join the rendezvous at the primary 127.0.0.1" in lone.stdout
-    assert platform.types() == ["job_failed"]
+    assert json.loads((out / "job_state.json").read_text())["status"] == "failed"
+    # a worker whose primary never answers fails the same way (torchrun's client gives up after the
+    # same timeout) and leaves the alert to node 0
+    worker = Cluster("kubeflow", 2, 1, "127.0.0.1", 29500, rendezvous_timeout_s=3)
+    assert launch_failure(worker, out, 1) == never_joined_message(worker)
+    assert "this node (rank 1) could not join the rendezvous at the primary 127.0.0.1:29500" in launch_failure(
+        worker, out, 1)
+    mark_joined(out)
+    assert launch_failure(worker, out, 1) is None and launch_failure(worker, out, 1) is not None  # read once
+    assert launch_failure(worker, out, 143) is None  # stopped, not failed
+    mark_joined(out)
+    lost = launch_failure(worker, out, 1, recorded="RuntimeError: [pair.cc:553] Connection closed by peer [10.65.0.3]:4123.")
+    assert lost.startswith("cluster: node 1 of 2 lost the cluster: the node at 10.65.0.3 (its NODE_ADDR) went away")
+    mark_joined(out)
+    assert launch_failure(worker, out, 1, recorded="ValueError: a bug") is None  # its own error says it all
 
 
 @pytest.mark.slow
@@ -229,5 +242,5 @@ def test_a_node_killed_mid_run_ends_the_others_and_fails_the_job_once(tmp_path, 
     assert primary.returncode not in (0, 143), log[-3000:]
     assert wait_for(lambda: platform.types() == ["job_started", "job_failed"], timeout=10), platform.types()
     error = platform.alerts[-1]["error_message"]
-    assert "127.0.0.1" in error or "node 1" in error, error  # the peer that went away
+    assert "cluster: node 0 of 2 lost the cluster: the node at 127.0.0.1 (its NODE_ADDR) went away" in error, error
     assert json.loads((outs[0] / "job_state.json").read_text())["status"] == "failed"

@@ -267,13 +267,24 @@ def claims_primary(environ: Mapping[str, str] = os.environ) -> bool:
     return True
 
 
-def launch_failure(cluster: Cluster, output_dir: Path, code: int) -> str | None:
-    """Why a cluster's launch failed, when the training processes cannot say it themselves: they
-    never started because the nodes never all met. None otherwise (and for one node)."""
+def launch_failure(cluster: Cluster, output_dir: Path, code: int, recorded: str | None = None) -> str | None:
+    """Why a cluster's launch failed, in the cluster's terms: the nodes never all met (no training
+    process started), or a training process failed (`recorded`, its error) — when that error is a
+    peer that went away, which node it was. None for one node, a success or a stop."""
     started = joined(output_dir, clear=True)
-    if not cluster.multi_node or code == 0 or code in STOPPED or started:
+    if not cluster.multi_node or code == 0 or code in STOPPED:
         return None
-    return never_joined_message(cluster)
+    if not started:
+        return never_joined_message(cluster)
+    if not recorded:
+        return None
+    peer = re.search(r"(?:closed by peer|reset by peer|peer) \[?([0-9a-fA-F.:]+?)\]?:(\d+)", recorded)
+    if peer or re.search(r"NCCL|[Gg]loo|Connection (closed|reset)|timed out|Timeout", recorded):
+        gone = (f"the node at {peer.group(1)} (its NODE_ADDR) went away" if peer
+                else "another node stopped answering")
+        return (f"cluster: node {cluster.node_rank} of {cluster.nodes} lost the cluster: {gone}; a pod of the "
+                f"cluster stopped or died mid-run (its own log says why), so every node ends: {recorded}")
+    return None
 
 
 def never_joined_message(cluster: Cluster) -> str:
