@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, run_entrypoint, spool_rows, wait_for
+from tests.e2e import (
+    QUICK_TRAINING,
+    ROOT,
+    as_if_interrupted,
+    job_env,
+    kill_tree_hard,
+    run_entrypoint,
+    spool_rows,
+    wait_for,
+)
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
 from tests.ports import free_port
 from trainer.config.errors import ConfigError
@@ -193,6 +202,18 @@ def test_two_nodes_train_one_job_and_node_0_alone_writes_and_reports(tmp_path, p
         assert proc.returncode == 0, proc.stdout[-3000:]
         baseline = {r["sample_index"]: r["prediction"] for r in spool_rows(single) if r["step"] == 0}
         assert baseline == {r["sample_index"]: r["prediction"] for r in spool_rows(outs[0]) if r["step"] == 0}
+    else:  # a restart of the cluster resumes every node from its own volume's checkpoint
+        for out in outs:
+            as_if_interrupted(out)
+        longer = {**TRAINING, "max_steps": 15}
+        nodes = [start(node_env(out, kind(rank, port), TRAINING_CONFIG=longer, **platform_values(platform)))
+                 for rank, out in enumerate(outs)]
+        logs = finish_all(nodes)
+        assert [p.returncode for p in nodes] == [0, 0], "\n".join(log[-3000:] for log in logs)
+        assert all("resume: from checkpoint-10" in log for log in logs)
+        keys = Counter((r["step"], r["sample_index"]) for r in spool_rows(outs[0]))
+        assert set(keys) == {(s, i) for s in (0, 5, 10, 15) for i in range(8)} and set(keys.values()) == {1}
+        assert platform.types().count("job_completed") == 2 and "job_failed" not in platform.types()
 
 
 @pytest.mark.slow
