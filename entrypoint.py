@@ -39,7 +39,9 @@ from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_OK, EXIT_PREF
 from trainer.config.job import JobConfig
 from trainer.config.load import load_config
 from trainer.logs import setup as setup_logging
+from trainer.pod.cluster import check_processes, claims_primary, detect_cluster, joined, launch_failure
 from trainer.pod.job import config_failed, finish, mark_running, place_for_platform, previous_outcome
+from trainer.pod.state import read_state
 
 log = logging.getLogger("entrypoint")
 
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = _parser().parse_args(argv)
     except bootstrap.UsageError as e:
         log.info(f"usage error: {e}")
-        config_failed(str(e))  # on a pod: job_failed, or a restarted pod loops on the same arguments
+        if claims_primary():  # on a pod (a cluster's node 0): job_failed, or a restart loops on the same arguments
+            config_failed(str(e))
         return EXIT_USAGE
 
     # Each command imports what it uses, when it runs: `diagnose`, `migrate` and `report` start
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info(f"(TRAINING_CONFIG here is the platform launch's: {script.taken[0]})")
         log.info("the pod stops before loading anything; fix what is listed above and start it again")
         if opts.command == "run":
-            config_failed(str(e))
+            if claims_primary():  # a cluster's node 0 alone tells the platform
+                config_failed(str(e))
         return EXIT_CONFIG
     return _after_config(cfg, opts, script, command)
 
@@ -150,50 +154,64 @@ def _after_config(cfg: JobConfig, opts, script: bootstrap.Script | None, command
 
         return replay_command(cfg, opts.spool or cfg.predictions_path)
 
-    processes, device = process_count(cfg), device_kind()
-    refusal = strategy_refusal(device)
+    device = device_kind()
+    try:  # RunPod's or Kubeflow's variables: this node's role (one node when none is set)
+        cluster = detect_cluster()
+        processes = process_count(cfg, cluster)
+        check_processes(cluster, processes, num_processes_set=cfg.num_processes is not None)
+        refusal = strategy_refusal(device)
+    except ConfigError as e:
+        refusal = str(e)
     if refusal:
         log.info(f"configuration error: {refusal}")
-        if opts.command == "run":  # like any configuration error: job_failed, nothing written
+        if opts.command == "run" and claims_primary():  # like any configuration error: job_failed, nothing written
             config_failed(refusal)
         return EXIT_CONFIG
+    primary = cluster.is_primary  # a cluster's other nodes: no job routes, no migrations, no rows
     precision = resolve_precision(cfg.training)
-    print_report(cfg, processes, device, precision,
+    print_report(cfg, processes, device, precision, cluster=cluster,
                  launch=bootstrap.describe(script, command) if script is not None else ())
     for line in describe_calls(cfg.platform):
         log.info(line)
     if opts.command == "run":
-        ended = previous_outcome(cfg, fresh=opts.fresh or cfg.env.FRESH_RUN)
+        ended = previous_outcome(cfg, fresh=opts.fresh or cfg.env.FRESH_RUN, primary=primary)
         if ended is not None:
             return ended
     stop = check_data_and_machine(cfg, processes, device)
     if stop is not None and opts.command == "run":
-        return finish(cfg, stop[0], error=stop[1])
-    stop = prepare(cfg, replay_previous=opts.command == "run") or stop  # `check` reports both
+        return finish(cfg, stop[0], error=stop[1], primary=primary)
+    if primary:
+        stop = prepare(cfg, replay_previous=opts.command == "run") or stop  # `check` reports both
+    else:
+        log.info(f"database: migrations, preflight and replay are node 0's; this is node {cluster.node_rank}")
     if stop is not None:
-        return finish(cfg, stop[0], error=stop[1]) if opts.command == "run" else stop[0]
+        return finish(cfg, stop[0], error=stop[1], primary=primary) if opts.command == "run" else stop[0]
     if opts.command == "check":
         log.info("check: configuration, data and database are ready; nothing was trained")
         return EXIT_OK
 
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     mark_running(cfg)
-    cmd, extra_env = launch_command(processes, precision, device)
+    joined(cfg.output_dir, clear=True)  # a previous launch's start is not this one's
+    cmd, extra_env = launch_command(processes, precision, device, cluster)
     log.info(f"launch: {' '.join(cmd[1:])}")
     code = run_children(cmd, extra_env)
     failure = recorded_failure(cfg.output_dir, clear=True)
     if code != 0 and failure:  # a training process refused the data: the same message and code as the parent's
         log.info(f"data error: {failure}")
-        return finish(cfg, EXIT_CONFIG, error=f"data error: {failure}")
+        return finish(cfg, EXIT_CONFIG, error=f"data error: {failure}", primary=primary)
     log.info(f"entrypoint: training processes exited with code {code}")
-    if code == 0 and script is not None and script.model_dir:  # before job_completed: the platform stops the pod
+    why = launch_failure(cluster, cfg.output_dir, code, recorded=(read_state(cfg.output_dir) or {}).get("error"))
+    if why:  # the nodes never met, or one went away: said in the cluster's terms
+        log.info(why)
+    if code == 0 and primary and script is not None and script.model_dir:  # before job_completed: the pod stops
         volume = Path(script.model_dir).parent
         if volume not in cfg.output_dir.resolve().parents:  # OUTPUT_DIR moved off the platform's volume
             log.info(f"platform model folder: {script.model_dir} not written: OUTPUT_DIR is not on {volume}, "
                      f"the model is in {cfg.output_dir / 'final'}")
         else:
             place_for_platform(cfg.output_dir, Path(script.model_dir))
-    return finish(cfg, code)
+    return finish(cfg, code, error=why, primary=primary)
 
 
 def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> tuple[int, str] | None:

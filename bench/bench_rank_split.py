@@ -5,6 +5,10 @@ generated tokens/s of each, and checks that the answers are the same.
 
     python bench/bench_rank_split.py [--samples 64] [--batch-size 8] [--max-new-tokens 32] [--rounds 3]
 
+Then the same round on a cluster of two nodes of one process each (two torch.distributed.run
+launches with a static rendezvous over loopback, as trainer/pod/launch.py starts a cluster's
+nodes), against one node of one process: the ratio is printed (target <= 0.6).
+
 Each process gets one thread, as `accelerate launch` gives each of 2 processes on 2 cores
 (OMP_NUM_THREADS = cores / processes): "1 process" is the main process of a 2-process job
 generating alone, as rounds did before the split. `--two-threads` also measures one process with
@@ -73,7 +77,7 @@ def measure(opts) -> None:
 
     written = Rows() if rank == 0 else None
     rounds = PredictionRounds(samples, tokenizer, settings, job_id="bench", user_id=None, local=written,
-                              group=RankGroup(rank, world))
+                              group=RankGroup(rank, world, local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     for step in range(opts.rounds + 1):  # round 0 warms up
         rounds.run(model, step=step, epoch=0.0)
     if rank == 0:
@@ -88,20 +92,31 @@ def measure(opts) -> None:
         dist.destroy_process_group()
 
 
-def run(opts, processes: int, threads: int) -> dict:
-    """One measuring job: `processes` processes of `threads` threads each."""
+def run(opts, processes: int, threads: int, nodes: int = 1) -> dict:
+    """One measuring job: `processes` processes of `threads` threads each, on each of `nodes`
+    nodes (several: one launch per node, static rendezvous on loopback, gloo over `lo`)."""
     from trainer.pod.launch import _free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         args = [__file__, "--samples", str(opts.samples), "--batch-size", str(opts.batch_size),
                 "--max-new-tokens", str(opts.max_new_tokens), "--rounds", str(opts.rounds), "--worker", str(out)]
-        if processes > 1:
-            args = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                    "--master_port", str(_free_port()), *args]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-        subprocess.run([sys.executable, *args], cwd=ROOT, env=env, check=True, timeout=1800,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port = str(_free_port())
+        if nodes > 1:
+            env["GLOO_SOCKET_IFNAME"] = "lo"
+            launches = [["-m", "torch.distributed.run", "--nnodes", str(nodes), "--node_rank", str(rank),
+                         "--nproc_per_node", str(processes), "--rdzv_backend", "static", "--master_addr", "127.0.0.1",
+                         "--master_port", port, *args] for rank in range(nodes)]
+        elif processes > 1:
+            launches = [["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", port, *args]]
+        else:
+            launches = [args]
+        procs = [subprocess.Popen([sys.executable, *a], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for a in launches]
+        for proc in procs:
+            if proc.wait(timeout=1800) != 0:
+                raise SystemExit(f"a measuring launch failed (exit {proc.returncode})")
         return json.loads(out.read_text())
 
 
@@ -119,6 +134,12 @@ def main() -> None:
     print(f"2 processes, 1 thread each (rank-split): {two['seconds']:.2f} s a round, "
           f"{two['tokens_per_s']:.0f} generated tokens/s (same answers)")
     print(f"ratio 2 processes / 1 process (1 thread each): {two['seconds'] / one['seconds']:.3f}  (target <= 0.6)")
+    cluster = run(opts, 1, 1, nodes=2)
+    assert cluster["answers"] == one["answers"], "the answers differ between one node and two"
+    print(f"2 nodes of 1 process (static rendezvous, gloo over loopback): {cluster['seconds']:.2f} s a round, "
+          f"{cluster['tokens_per_s']:.0f} generated tokens/s (same answers)")
+    print(f"ratio 2 nodes / 1 node (1 process of 1 thread each): {cluster['seconds'] / one['seconds']:.3f}  "
+          "(target <= 0.6)")
     if opts.two_threads:
         both = run(opts, 1, 2)
         assert both["answers"] == one["answers"], "the answers differ with two threads"

@@ -73,10 +73,34 @@ class RankGroup:
     rank: int = 0
     world_size: int = 1
     synced: bool = False  # a sharded model: generate in lockstep (see the module's docstring)
+    local_world_size: int | None = None  # processes per node (torchrun numbers a node's ranks together); None: one node
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def per_node(self) -> int:
+        return self.local_world_size or self.world_size
+
+    @property
+    def nodes(self) -> int:
+        return max(1, self.world_size // self.per_node)
+
+    @property
+    def node(self) -> int:
+        return self.rank // self.per_node
+
+    def node_ranks(self, node: int | None = None) -> range:
+        """The global ranks of `node` (this one by default)."""
+        node = self.node if node is None else node
+        return range(node * self.per_node, (node + 1) * self.per_node)
+
+    def spread(self) -> str:
+        """'' for one process, else ' over 4 ranks' / ' over 4 ranks on 2 nodes'."""
+        if self.world_size == 1:
+            return ""
+        return f" over {self.world_size} ranks" + (f" on {self.nodes} nodes" if self.nodes > 1 else "")
 
     def all_gather(self, value: Any) -> list[Any]:
         """Every rank's `value`, in rank order, on every rank (one pickle round trip: small
@@ -200,6 +224,10 @@ class PredictionRounds:
         if not self.group.is_main:
             self.results.append(RoundResult(number, step, epoch, 0, time.perf_counter() - start,
                                             all(ok for ok, _ in outcomes)))
+            if self.group.nodes > 1 and self.group.rank == self.group.node_ranks()[0]:
+                # Each pod's operator sees its own part; node 0's is in its round line.
+                log.info(f"predictions: share of round {number} at step {step}: {self._node_share(outcomes)}; "
+                         "node 0 scores and writes the round")
             return None
         try:
             errors = [f"rank {r}: {payload}" if len(outcomes) > 1 else str(payload)
@@ -226,7 +254,9 @@ class PredictionRounds:
         else:
             scores_text = " ".join(f"{k}={v:.3f}" for k, v in means.items())
             failed_text = f" ({failed} failed to generate)" if failed else ""
-            log.info(f"predictions: round {number} step {step} epoch {epoch:.2f}: {len(rows)} samples{failed_text} "
+            mine = f" ({self._node_share(outcomes)})" if self.group.nodes > 1 else ""
+            log.info(f"predictions: round {number} step {step} epoch {epoch:.2f}: {len(rows)} samples"
+                     f"{self.group.spread()}{mine}{failed_text} "
                      f"in {result.seconds:.1f}s, {result.tokens_per_s:.0f} generated tokens/s; {scores_text}")
             if number == 1 and self.expected_rounds:
                 log.info(f"predictions: projected cost: {self.expected_rounds} rounds × {result.seconds:.1f}s ≈ "
@@ -234,6 +264,13 @@ class PredictionRounds:
         self.results.append(result)
         self._record(result)
         return result
+
+    def _node_share(self, outcomes: list[tuple[bool, Any]]) -> str:
+        """'node 1 of 2: 4 of 8 samples on ranks 2-3' from the gathered shares."""
+        ranks = self.group.node_ranks()
+        count = sum(len(outcomes[r][1]) for r in ranks if outcomes[r][0])
+        where = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {ranks[0]}-{ranks[-1]}"
+        return f"node {self.group.node} of {self.group.nodes}: {count} of {len(self.samples)} samples on {where}"
 
     # -- every rank --------------------------------------------------------------------------
     def _generate_everywhere(self, model, step: int) -> list[tuple[bool, Any]]:

@@ -266,3 +266,35 @@ def test_the_platforms_pod_request_trains_the_job_in_the_image(docker_env, image
     assert (ws / "outputs" / "final" / "adapter_model.safetensors").exists()
     assert (ws / "fine_tuned_model" / "adapter_model.safetensors").exists(), log[-2000:]
     assert not (ws / "run_training.sh").exists() and not (ws / "config.json").exists()  # read, never written or run
+
+
+def test_two_containers_with_host_networking_are_a_cluster_of_two_nodes(docker_env, image, env_file, tmp_path):
+    """A RunPod Instant Cluster of two pods, as two containers of the image on this host's network
+    (127.0.0.1 the primary), each with its own volume: node 0 alone writes every round, once."""
+    from tests.ports import free_port
+
+    port, names = free_port(), [f"finetune-test-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    volumes = [tmp_path / "ws0", tmp_path / "ws1"]
+    predictions = {**PREDICTIONS, "step_interval": 5}
+    training = {**TRAINING, "max_steps": 10, "save_steps": 5}
+    try:
+        for rank, (name, ws) in enumerate(zip(names, volumes)):
+            ws.mkdir()
+            cluster = {"PRIMARY_ADDR": "127.0.0.1", "PRIMARY_PORT": str(port), "NODE_RANK": str(rank),
+                       "NUM_NODES": "2", "NUM_TRAINERS": "1", "WORLD_SIZE": "2", "NODE_ADDR": f"127.0.0.{rank + 1}",
+                       "GLOO_SOCKET_IFNAME": "lo", "RENDEZVOUS_TIMEOUT_S": "300"}
+            docker(docker_env, "run", "-d", "--name", name, "--network", "host", "--env-file", str(env_file),
+                   "-v", f"{ws}:/workspace", "-e", f"TRAINING_CONFIG={json.dumps(training)}",
+                   "-e", f"PREDICTIONS_CONFIG={json.dumps(predictions)}",
+                   *[a for k, v in cluster.items() for a in ("-e", f"{k}={v}")], image, check=True)
+        codes = [docker(docker_env, "wait", name, timeout=1200).stdout.strip() for name in names]
+        logs = [docker(docker_env, "logs", name) for name in names]
+        assert codes == ["0", "0"], "\n".join((log.stdout + log.stderr)[-3000:] for log in logs)
+    finally:
+        for name in names:
+            docker(docker_env, "rm", "-f", name)
+    rows = Counter((r["step"], r["sample_index"]) for r in spool_rows(volumes[0] / "outputs"))
+    assert set(rows) == {(s, i) for s in (5, 10) for i in range(5)} and set(rows.values()) == {1}
+    assert not spool_rows(volumes[1] / "outputs")
+    assert "this node is rank 1 of 2 nodes (a worker)" in logs[1].stdout
+    assert (volumes[1] / "outputs" / "checkpoint-10" / MARKER).exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainer.config.exits import EXIT_DISK_FULL
+from trainer.pod.cluster import mark_joined
 from trainer.pod.state import record_failure
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def child_main(main: Callable[[], int]) -> int:
     traceback, and the process exits with EX_IOERR (74)."""
     output_dir = Path(os.environ.get("OUTPUT_DIR", "").strip() or os.environ.get("IMAGE_OUTPUT_DIR", "").strip()
                       or "outputs")  # as trainer/config/load.py resolves it
+    mark_joined(output_dir)  # torchrun starts this process only once every node joined
     try:
         return main()
     except Exception as e:

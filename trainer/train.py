@@ -33,13 +33,12 @@ from trainer.data import Checked, DataError, Example, FileRows, check_file, read
 from trainer.datacheck import fetch, model_context, record_failure, sources
 from trainer.logs import setup as setup_logging
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
+from trainer.pod.cluster import collective_timeout_s, nodes_in_run
 from trainer.pod.launch import fsdp_enabled
 
 # By name: run as a script (accelerate launch, python -m trainer.train), __name__ is "__main__".
 log = logging.getLogger("trainer.train")
 
-#: A prediction round can take minutes on a big model; the other ranks wait at a barrier meanwhile.
-COLLECTIVE_TIMEOUT_S = 4 * 3600
 #: The modules whose lines the main process alone prints when several processes train.
 MAIN_PROCESS_LOGGERS = ("trainer.data", "trainer.model", "trainer.checkpoints")
 
@@ -81,7 +80,9 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        ddp_timeout=COLLECTIVE_TIMEOUT_S,
+        ddp_timeout=collective_timeout_s(nodes_in_run() > 1),
+        # A cluster's pods do not share a volume: each node keeps the checkpoints its restart needs.
+        save_on_each_node=nodes_in_run() > 1,
         ddp_find_unused_parameters=False,
         remove_unused_columns=False,  # our rows are already input_ids/attention_mask/labels
         report_to="none",
@@ -175,7 +176,7 @@ def main() -> int:
         eval_ds = None
 
     model = load_model(cfg, tokenizer)
-    resume = checkpoints.newest_complete(cfg.output_dir)
+    resume = checkpoints.newest_common(cfg.output_dir)  # every node from the same step
 
     callbacks, rounds, remote = [checkpoints.MarkComplete(), *progress.callbacks(cfg)], None, None
     samples = pick_samples(cfg, tokenizer, train, evaluation, read, quiet=not is_main) if cfg.predictions.enabled else []
@@ -194,7 +195,8 @@ def main() -> int:
             samples, tokenizer, cfg.predictions, job_id=cfg.job_id, user_id=cfg.user_id,
             local=local, remote=remote, json_schema=cfg.json_schema,
             expected_rounds=expected_rounds(cfg, len(train), args.world_size),
-            group=RankGroup(args.process_index, args.world_size, synced=fsdp_enabled()),
+            group=RankGroup(args.process_index, args.world_size, synced=fsdp_enabled(),
+                            local_world_size=args.world_size // nodes_in_run()),
             rounds_log=cfg.output_dir / ROUNDS_LOG_NAME if is_main else None,
             test_fault=fault_hook_from_env(),
         )

@@ -44,9 +44,10 @@ def _archive(output_dir: Path) -> Path | None:
     return dest
 
 
-def previous_outcome(cfg: JobConfig, *, fresh: bool) -> int | None:
+def previous_outcome(cfg: JobConfig, *, fresh: bool, primary: bool = True) -> int | None:
     """What the volume says about this job: an exit code when it already ended (the pod stops
-    without training again), None when it should run (first start, interrupted, or `fresh`)."""
+    without training again), None when it should run (first start, interrupted, or `fresh`).
+    `primary` False (a cluster's other nodes): the alert is node 0's to send, not this node's."""
     out, state = cfg.output_dir, read_state(cfg.output_dir)
     if fresh:
         dest = _archive(out)
@@ -67,7 +68,8 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool) -> int | None:
         log.info(f"job {cfg.job_id} is already complete (finished {when}): the model is in {out / 'final'}, "
             f"its predictions in {cfg.predictions_path}; nothing to train")
         log.info("to train it again from zero, set FRESH_RUN=1 (or run `entrypoint.py run --fresh`)")
-        send_alert(calls, "job_completed", **progress)  # the pod still runs: the platform missed it
+        if primary:
+            send_alert(calls, "job_completed", **progress)  # the pod still runs: the platform missed it
         return 0
     if status == "failed" and state.get("exit_code") in RECHECKED_ON_START:
         log.info(f"job {cfg.job_id} failed earlier before training (exit {state['exit_code']}, {when}): "
@@ -78,7 +80,8 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool) -> int | None:
         log.info(f"job {cfg.job_id} failed earlier (exit {code}, {when}): {state.get('error')}")
         log.info("not training it again (a restarted pod must not loop): fix the cause, then set FRESH_RUN=1 to start "
             f"from zero, or delete {out / STATE_FILE} to resume from the newest checkpoint")
-        send_alert(calls, "job_failed", error=state.get("error"), **progress)
+        if primary:
+            send_alert(calls, "job_failed", error=state.get("error"), **progress)
         return code
     log.info(f"job {cfg.job_id} was interrupted (state {status!r} since {when}, step {state.get('step')}); resuming")
     return None
@@ -93,10 +96,11 @@ def mark_running(cfg: JobConfig) -> None:
                 **{k: previous[k] for k in ("step", "total_steps", "loss") if same and k in previous})
 
 
-def finish(cfg: JobConfig, code: int, *, error: str | None = None) -> int:
+def finish(cfg: JobConfig, code: int, *, error: str | None = None, primary: bool = True) -> int:
     """After the attempt: the job's state on the volume, the Hub upload, and job_completed or
     job_failed. Returns the pod's exit code. SIGTERM / SIGINT (the pod being stopped) is an
-    interruption, not a failure: the state stays running, so that a restart resumes."""
+    interruption, not a failure: the state stays running, so that a restart resumes. `primary`
+    False (a cluster's other nodes): this node's state only; node 0 uploads and sends the one alert."""
     state = read_state(cfg.output_dir) or {}
     progress = {"loss": state.get("loss"), "step": state.get("step"), "total_steps": state.get("total_steps")}
     calls = cfg.platform or calls_from_raw_environment()
@@ -104,16 +108,21 @@ def finish(cfg: JobConfig, code: int, *, error: str | None = None) -> int:
         log.info(f"job state: interrupted (exit {code}); still running on the volume: a restart resumes")
         return code
     if code == 0:
-        upload_to_hub(cfg)
+        if primary:
+            upload_to_hub(cfg)
         write_state(cfg.output_dir, status="completed", exit_code=0, error=None)
-        send_alert(calls, "job_completed", **progress)
+        if primary:
+            send_alert(calls, "job_completed", **progress)
         return 0
     error = scrub(error or state.get("error") or describe_exit(code))
     if error.startswith("disk full:"):
         code = EXIT_DISK_FULL  # the launcher turns a training process's own code into 1
     write_state(cfg.output_dir, job_id=cfg.job_id, status="failed", exit_code=code, error=error)
     log.info(f"job failed (exit {code}): {error}")
-    send_alert(calls, "job_failed", error=error, **progress)
+    if primary:
+        send_alert(calls, "job_failed", error=error, **progress)
+    else:
+        log.info("job_failed: sent by node 0 (the primary), not by this node")
     return code
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from trainer.config.job import JobConfig
+from trainer.pod.cluster import Cluster, network_environment
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,13 @@ def fsdp_enabled(environ=os.environ) -> bool:
     return _flag(environ.get("ACCELERATE_USE_FSDP"))
 
 
-def process_count(cfg: JobConfig) -> int:
-    """NUM_PROCESSES, else RUNPOD_GPU_COUNT, else one per visible GPU, else one."""
+def process_count(cfg: JobConfig, cluster: Cluster | None = None) -> int:
+    """Processes on this node: NUM_PROCESSES, else what the cluster says (NUM_TRAINERS,
+    PET_NPROC_PER_NODE), else RUNPOD_GPU_COUNT, else one per visible GPU, else one."""
     if cfg.num_processes:
         return cfg.num_processes
+    if cluster is not None and cluster.processes_per_node:
+        return cluster.processes_per_node
     if cfg.env.RUNPOD_GPU_COUNT:
         return cfg.env.RUNPOD_GPU_COUNT
     return max(1, torch.cuda.device_count())
@@ -79,22 +83,44 @@ def strategy_refusal(device: str, environ=os.environ) -> str | None:
     return None
 
 
-def launch_command(processes: int, precision: str, device: str) -> tuple[list[str], dict[str, str]]:
-    """The `accelerate launch` command line and the extra environment it needs."""
+def launch_command(processes: int, precision: str, device: str,
+                   cluster: Cluster | None = None) -> tuple[list[str], dict[str, str]]:
+    """The `accelerate launch` command line and the extra environment it needs. `processes`: on
+    this node; a cluster of several nodes adds its machines, this node's rank, the primary's
+    address and torchrun's static rendezvous (RunPod supports no other) with its timeout."""
+    cluster = cluster or Cluster()
+    nodes = cluster.nodes
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
         # The launcher's own CalledProcessError traceback says nothing the training process did not
         # print already; the parent reports the exit code (and a data error as 78).
         "--quiet",
-        "--num_machines", "1",
-        "--num_processes", str(processes),
+        "--num_machines", str(nodes),
+        # accelerate's --num_processes counts every node's (it gives torchrun num_processes // num_machines).
+        "--num_processes", str(processes * nodes),
         "--mixed_precision", precision,
         "--dynamo_backend", "no",
     ]
     extra: dict[str, str] = {}
     if fsdp_enabled():
         extra.update({k: v for k, v in FSDP_DEFAULTS.items() if not os.environ.get(k)})
-    if processes > 1:
+    if cluster.multi_node:
+        cmd += [
+            "--multi_gpu",
+            "--machine_rank", str(cluster.node_rank),
+            "--main_process_ip", str(cluster.primary_addr),
+            "--main_process_port", str(cluster.primary_port),
+            # Static: every node knows its rank and the primary's address; the primary's agent
+            # hosts the store and waits `timeout` seconds for the others (then every node fails).
+            "--rdzv_backend", "static",
+            "--rdzv_conf", f"timeout={cluster.rendezvous_timeout_s}",
+            # A failed node fails the job: no elastic restart (the static rendezvous cannot re-form).
+            "--max_restarts", "0",
+        ]
+        extra.update(network_environment(cluster))
+        if device == "cpu":
+            extra["ACCELERATE_USE_CPU"] = "true"
+    elif processes > 1:
         # `--cpu` alone starts a single process; several CPU processes need --multi_gpu with
         # ACCELERATE_USE_CPU, which makes accelerate use torchrun with the gloo backend.
         cmd += ["--multi_gpu", "--main_process_port", str(_free_port())]
@@ -135,7 +161,8 @@ def run_children(cmd: list[str], extra_env: dict[str, str]) -> int:
 
 
 def _processes(cmd: list[str]) -> int:
-    return int(cmd[cmd.index("--num_processes") + 1])
+    """The processes on this machine (accelerate's --num_processes counts every machine's)."""
+    return int(cmd[cmd.index("--num_processes") + 1]) // int(cmd[cmd.index("--num_machines") + 1])
 
 
 def _group_alive(pgid: int) -> bool:

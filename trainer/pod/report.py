@@ -18,6 +18,7 @@ from trainer.data import holdout_size
 from trainer.datacheck import user_data
 from trainer.fetch import is_url
 from trainer.model import resolve_optim
+from trainer.pod.cluster import Cluster
 from trainer.redact import redact_url
 
 SHOW_CHARS = 70  # longer values are cut in the table: the JSON variables can be long
@@ -238,9 +239,9 @@ def decisions(cfg: JobConfig, processes: int, device: str, precision: str) -> li
 
 
 def print_report(cfg: JobConfig, processes: int, device: str, precision: str, console: Console | None = None,
-                 launch: list[str] | tuple[str, ...] = ()) -> None:
+                 launch: list[str] | tuple[str, ...] = (), cluster: Cluster | None = None) -> None:
     """Print the variable table and the decisions; `launch`: what a platform launch took from its
-    script and what it ignored (trainer/config/bootstrap.py)."""
+    script and what it ignored (trainer/config/bootstrap.py); `cluster`: this node's role in it."""
     console = console or Console(width=160, soft_wrap=True)
     table = Table(title="configuration", title_justify="left")
     for col in ("variable", "status", "value", "needed by"):
@@ -251,5 +252,7 @@ def print_report(cfg: JobConfig, processes: int, device: str, precision: str, co
     console.print(table)
     for line in [*launch, *decisions(cfg, processes, device, precision)]:
         console.print(line, highlight=False)
+    if cluster is not None:
+        console.print(cluster.describe(processes), highlight=False)
     for line in settings_lines(cfg, processes, precision, *resolve_optim(cfg.training)):
         console.print(line, highlight=False)
