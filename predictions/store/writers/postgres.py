@@ -1,9 +1,9 @@
 """The direct Postgres writer (psycopg): for a self-hosted Postgres, and CI's end-to-end tests.
 
 Used when SUPABASE_DB_URL is set and SUPABASE_URL is not. Same contract as the Supabase writer:
-one insert per batch in one transaction, duplicates on (job_id, step, sample_index) ignored —
-with the unique key by ON CONFLICT, without it (the platform's table before the migrations) by
-inserting only keys not yet stored —, only the columns the table has, in their types
+one insert per batch in one transaction, duplicates on (job_id, step, sample_index) ignored by
+ON CONFLICT — on the unique key the migrations add, and on the primary key `id` each row derives
+from the three (the platform's table as deployed) —, only the columns the table has, in their types
 (predictions/store/tableshape.py, read from the catalog on first use),
 errors typed as transient (connection lost: retry later) or permanent (the message says what to
 fix). Rows are sanitised here, as the Supabase writer does (predictions/store/sanitize.py).
@@ -49,20 +49,22 @@ select exists (
 
 
 def _insert_statement(shape: TableShape) -> tuple[sql.Composed, list[str]]:
-    """The insert for `shape` and its parameter columns: ON CONFLICT with the key; without it
-    `insert … select … where not exists` the same key (the key's three columns come twice)."""
-    columns = [c for c in ROW_COLUMNS if c in shape.columns]
+    """The insert for `shape` and its parameter columns. `on conflict do nothing` without a target
+    makes every unique index an arbiter: the key on (job_id, step, sample_index) where the migrations
+    made it, and the primary key `id`, which each row derives from the same three (rows.row_id), on
+    the platform's table as deployed — so an insert sent twice, or by two writers at once, stores one
+    row. Without the key, `where not exists` the same three also skips rows stored earlier under
+    random ids (the key's three columns come twice)."""
+    columns = (["id"] if shape.derived_ids else []) + [c for c in ROW_COLUMNS if c in shape.columns]
     values = sql.SQL(", ").join(
         sql.SQL("{}::{}").format(sql.Placeholder(), sql.SQL(shape.columns[c])) for c in columns)
     target = sql.SQL("insert into public.{} ({})").format(
         sql.Identifier(TABLE), sql.SQL(", ").join(map(sql.Identifier, columns)))
     if shape.unique_key:
-        statement = sql.SQL("{} values ({}) on conflict ({}) do nothing").format(
-            target, values, sql.SQL(", ").join(map(sql.Identifier, CONFLICT_KEY)))
-        return statement, columns
+        return sql.SQL("{} values ({}) on conflict do nothing").format(target, values), columns
     exists = sql.SQL(" and ").join(
         sql.SQL("{} = {}::{}").format(sql.Identifier(c), sql.Placeholder(), sql.SQL(shape.columns[c])) for c in CONFLICT_KEY)
-    statement = sql.SQL("{} select {} where not exists (select 1 from public.{} where {})").format(
+    statement = sql.SQL("{} select {} where not exists (select 1 from public.{} where {}) on conflict do nothing").format(
         target, values, sql.Identifier(TABLE), exists)
     return statement, columns + list(CONFLICT_KEY)
 
