@@ -24,6 +24,7 @@ handler wrapping it) behind a real HTTP server, where a raised LostResponse drop
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
@@ -243,10 +244,12 @@ class LostResponse(Exception):
     """Raised by a served handler after an insert landed: the server closes the connection unanswered."""
 
 
-def serve(handler: Callable[[httpx.Request], httpx.Response]) -> LoopbackServer:
+def serve(handler: Callable[[httpx.Request], httpx.Response], *, one_at_a_time: bool = True) -> LoopbackServer:
     """`handler` (a PostgrestDouble, or a handler wrapping one) behind a real HTTP server on a free
-    loopback port, one request at a time; close() stops it."""
-    lock = threading.Lock()
+    loopback port; close() stops it. One request at a time (the in-memory double is not thread-safe),
+    or, `one_at_a_time=False`, each on its own thread as PostgREST serves them (for a handler that
+    is: tests/postgrest_pg.py's PostgrestOnPostgres, where Postgres settles the races)."""
+    lock = threading.Lock() if one_at_a_time else contextlib.nullcontext()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _any(self) -> None:
