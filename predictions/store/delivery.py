@@ -94,6 +94,10 @@ def finish_delivery(cfg: JobConfig, remote):
     stats = remote.close()
     if not stats.rows_not_delivered:
         return stats, None
+    if remote.still_writing:  # two writers at once would be safe (row ids), but not a clean end
+        log.info("predictions: no catch-up while the writer thread is still in a request; "
+                 "the rows stay in the spool: run `python entrypoint.py replay`")
+        return stats, False
     log.info(f"predictions: catching up — replaying {cfg.predictions_path.name} into {cfg.storage} "
              "(duplicates ignored)")
     writer = make_writer(cfg)

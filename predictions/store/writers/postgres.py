@@ -11,12 +11,15 @@ fix). Rows are sanitised here, as the Supabase writer does (predictions/store/sa
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any, Callable, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set,
+                      wait_exponential_jitter)
 
 from predictions.store.rows import CONFLICT_KEY, ROW_COLUMNS
 from predictions.store.sanitize import sanitize_row
@@ -25,6 +28,7 @@ from predictions.store.writers.base import PermanentWriteError, TransientWriteEr
 from trainer.redact import hide
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 TABLE = "training_predictions"
 FIX_TABLE = f"table public.training_predictions not found: apply the migrations once: {MIGRATE_COMMAND}"
@@ -120,12 +124,16 @@ class PostgresWriter:
         self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self._conn: psycopg.Connection | None = None
         self._shape: TableShape | None = None
+        self._cancelled = threading.Event()
+        # After cancel(): a query is cancelled at once; a connect in progress takes its timeout.
+        self.cancel_bound_s = self._connect_timeout + 5
         # Transient failures only (a restart, a dropped connection), bounded: the round is in the
         # spool anyway, and `python entrypoint.py replay` can send it later.
         self._retrying = Retrying(
             retry=retry_if_exception_type(TransientWriteError),
-            stop=stop_after_attempt(max_attempts),
+            stop=stop_after_attempt(max_attempts) | stop_when_event_set(self._cancelled),
             wait=wait_exponential_jitter(multiplier=0.5, max=backoff_max_s),
+            sleep=self._cancelled.wait,  # cancel() ends a wait between attempts
             reraise=True,
         )
 
@@ -143,6 +151,8 @@ class PostgresWriter:
 
     def _run(self, fn: Callable[[psycopg.Connection], T]) -> T:
         """`fn(conn)` in one transaction; psycopg errors become typed write errors, URL-free."""
+        if self._cancelled.is_set():
+            raise TransientWriteError("Postgres: the write was cancelled (the writer is closing)")
         try:
             conn = self._connection()
             with conn.transaction():
@@ -203,6 +213,17 @@ class PostgresWriter:
             self._table_shape(conn)
 
         self._run(check)
+
+    def cancel(self) -> None:
+        """From another thread: cancel the query in flight (libpq's cancel request, made for this)
+        and start no other (base.py)."""
+        self._cancelled.set()
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.cancel_safe(timeout=self._connect_timeout)
+            except psycopg.Error as e:  # the connection is gone already: nothing in flight on it
+                log.info(f"predictions: cancelling the Postgres query: {hide(str(e), self._url)}")
 
     def close(self) -> None:
         """Close the connection; a later write would open a new one."""

@@ -22,7 +22,8 @@ import httpx
 from postgrest.exceptions import APIError
 from postgrest.types import ReturnMethod
 from supabase import ClientOptions, create_client
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set,
+                      wait_exponential_jitter)
 from tenacity.wait import wait_base
 
 from predictions.store.keys import key_role
@@ -139,6 +140,8 @@ class SupabaseWriter:
         self.max_attempts = max_attempts
         self.wait = wait if wait is not None else wait_exponential_jitter(initial=0.5, max=backoff_max_s)
         self._owns_http = http_client is None
+        self._cancelled = threading.Event()
+        self.cancel_bound_s = timeout_s + 5  # one request in flight when cancel() comes, then nothing
         # HTTP/1.1: postgrest-py's own client speaks h2, where one GOAWAY fails every request
         # multiplexed on the connection; the explicit timeout bounds a hung request.
         self._http = http_client or httpx.Client(
@@ -193,6 +196,10 @@ class SupabaseWriter:
     def report(self) -> list[str]:
         """Startup report lines about the table (after preflight): what it lacks, the fix."""
         return self.table_shape().report()
+
+    def cancel(self) -> None:
+        """From another thread: no new request, no more waiting between attempts (base.py)."""
+        self._cancelled.set()
 
     def close(self) -> None:
         """Release the connections (only those of a client this writer made)."""
@@ -346,6 +353,8 @@ class SupabaseWriter:
     def _execute(self, query: Any) -> list[dict[str, Any]]:
         """Run one request and return its rows; any failure becomes a Transient- or PermanentWriteError."""
         self._status.value = None
+        if self._cancelled.is_set():
+            raise TransientWriteError(f"{TABLE}: the write was cancelled (the writer is closing)")
         try:
             return query.execute().data or []
         except TRANSIENT_HTTPX as e:
@@ -375,7 +384,8 @@ class SupabaseWriter:
         retrying = Retrying(
             retry=retry_if_exception_type(TransientWriteError),
             wait=self.wait,
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(self.max_attempts) | stop_when_event_set(self._cancelled),
+            sleep=self._cancelled.wait,  # cancel() ends a wait between attempts
             reraise=True,
         )
         try:
