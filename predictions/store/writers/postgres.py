@@ -18,8 +18,7 @@ from typing import Any, Callable, TypeVar
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from tenacity import (Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set,
-                      wait_exponential_jitter)
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set, wait_exponential_jitter
 
 from predictions.store.rows import CONFLICT_KEY, ROW_COLUMNS
 from predictions.store.sanitize import sanitize_row

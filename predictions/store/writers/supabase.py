@@ -22,8 +22,7 @@ import httpx
 from postgrest.exceptions import APIError
 from postgrest.types import ReturnMethod
 from supabase import ClientOptions, create_client
-from tenacity import (Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set,
-                      wait_exponential_jitter)
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set, wait_exponential_jitter
 from tenacity.wait import wait_base
 
 from predictions.store.keys import key_role
