@@ -180,6 +180,30 @@ def test_database_wrong_password(pg_db, tmp_path):
     judge(run(_postgres_env(tmp_path, url)), code=76, says=["SUPABASE_DB_URL", "password authentication failed"])
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("grants, code", [
+    ("grant usage on schema public to {role}; grant select on public.training_predictions to {role}", 76),
+    # CREATE on the database: the migrations' log can be made but the table not changed.
+    ("grant create on database {db} to {role}; grant usage on schema public to {role};"
+     " grant select on public.training_predictions to {role}", 76),
+])
+def test_a_narrow_database_role_is_one_line_naming_the_fix_and_job_failed(grants, code, migrated_db, tmp_path):
+    """A role with SELECT only, or CREATE on the database but no INSERT: exit 76/77 with the fix,
+    `job_failed` sent, never a traceback."""
+    import psycopg
+
+    db = migrated_db.rsplit("/", 1)[1]
+    role = f"narrow_{db}"  # roles are the server's, not the database's: one per test
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute(f"create role {role} login password '{CANARY}-narrow'")
+        conn.execute(grants.format(role=role, db=db))
+    url = migrated_db.replace("postgres:pg-test-password", f"{role}:{CANARY}-narrow")
+    before = len(platform().alerts)
+    judge(run(_postgres_env(tmp_path, url)), code=code, says=["SUPABASE_DB_URL as the database's owner"])
+    failed = [a for a in platform().alerts[before:] if a["type"] == "job_failed"]
+    assert len(failed) == 1 and "owner" in failed[0]["error_message"], platform().alerts[before:]
+
+
 # Real training runs.
 @pytest.mark.slow
 def test_a_run_on_damaged_data_trains_and_stores_every_row_once(server, tmp_path):
