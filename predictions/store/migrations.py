@@ -134,7 +134,10 @@ def _missing(conn: psycopg.Connection) -> list[str]:
 def pending_migrations(db_url: str, sql_dir: Path | None = None) -> list[str]:
     """File names of `sql_dir` not yet recorded as applied (read-only; takes no lock)."""
     with _connect(db_url) as conn:
-        done = _applied_versions(conn)
+        try:
+            done = _applied_versions(conn)
+        except psycopg.Error as e:
+            raise MigrationError(hide(_describe(e, None), db_url)) from None
     return [p.name for p in _files(sql_dir) if _version_and_name(p)[0] not in done]
 
 
