@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 TABLE = "training_predictions"
 FIX_TABLE = f"table public.training_predictions not found: apply the migrations once: {MIGRATE_COMMAND}"
-FIX_PRIVILEGE = ("the database role may not insert into public.training_predictions: connect as a role with "
-                 "the grants of sql/ (the service role or the table's owner)")
+FIX_PRIVILEGE = ("the database role may not insert into (or read) public.training_predictions: connect "
+                 "SUPABASE_DB_URL as a role with the grants of sql/ (the service role or the table's owner)")
 FIX_SCHEMA = f"public.training_predictions does not match sql/: apply the migrations once: {MIGRATE_COMMAND}"
 
 #: The table's columns and their types as the catalog formats them ("integer", "double precision").
@@ -203,8 +203,10 @@ class PostgresWriter:
         def check(conn: psycopg.Connection) -> None:
             if conn.execute("select to_regclass('public.training_predictions')").fetchone()[0] is None:
                 raise PermanentWriteError(FIX_TABLE)
+            # INSERT, and SELECT: the insert's `where not exists` reads the table.
             allowed = conn.execute(
                 "select has_table_privilege(current_user, 'public.training_predictions', 'INSERT')"
+                " and has_table_privilege(current_user, 'public.training_predictions', 'SELECT')"
             ).fetchone()[0]
             if not allowed:
                 raise PermanentWriteError(FIX_PRIVILEGE)
