@@ -78,3 +78,12 @@ def test_a_platform_route_echoing_our_authorization_is_printed_without_it():
         _post(client, "https://app.example/api/training/local/metrics", {"job_id": "j"},
               {"Authorization": f"Bearer {token}", "X-API-Key": f"{CANARY}-internal"})
     assert "HTTP 401" in str(e.value) and CANARY not in str(e.value)
+
+
+def test_migrate_refuses_a_database_password_with_an_unencoded_at_before_connecting(caplog):
+    from predictions.store.delivery import migrate_command
+    from trainer.config.exits import EXIT_CONFIG
+
+    caplog.set_level("INFO")
+    assert migrate_command(f"postgresql://postgres:{CANARY}@x@127.0.0.1:9/db") == EXIT_CONFIG
+    assert "%40" in caplog.text and CANARY not in caplog.text

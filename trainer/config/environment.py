@@ -16,6 +16,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from trainer.demo import DEMO_MODEL
 
 
+def db_url_problem(url: str) -> str | None:
+    """Why a database URL cannot be used as written, never quoting it; None when it can. libpq takes
+    what follows the first `@` for the host and prints it when it cannot resolve it: a password's end."""
+    if "://" in url and url.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
+        return ("the password holds an unencoded '@': percent-encode it as %40 "
+                "(postgresql://user:p%40ss@host:5432/postgres)")
+    return None
+
+
 class Environment(BaseSettings):
     """The raw environment, read by pydantic-settings. JSON variables stay text here so that a
     malformed one can be reported with its position; `load_config` parses them."""
@@ -56,11 +65,8 @@ class Environment(BaseSettings):
         if not isinstance(value, str):
             return value
         value = value.strip()
-        if info.field_name == "SUPABASE_DB_URL" and "://" in value \
-                and value.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
-            # libpq would take what follows the first `@` for the host and print it: the password's end.
-            raise ValueError("the password holds an unencoded '@': percent-encode it as %40 "
-                             "(postgresql://user:p%40ss@host:5432/postgres)")
+        if info.field_name == "SUPABASE_DB_URL" and db_url_problem(value):
+            raise ValueError(db_url_problem(value))
         if info.field_name != "SUPABASE_DB_URL" and any(c.isspace() or not c.isprintable() for c in value):
             raise ValueError("holds a space, line break or control character inside; a key or token is one "
                              "line of text: paste it again without them")
