@@ -24,6 +24,7 @@ handler wrapping it) behind a real HTTP server, where a raised LostResponse drop
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
@@ -194,30 +195,37 @@ class PostgrestDouble:
         return dict(row) if select == "*" else {c: row.get(c) for c in select.split(",")}
 
     def _insert(self, body: Any, query: dict[str, str], prefer: str) -> httpx.Response:
+        """PostgREST's `insert … on conflict (<on_conflict>) do nothing|update`: the target must be a
+        unique key (the primary key `id`, or the key on (job_id, step, sample_index) when the table
+        has it), else 42P10; a row whose `id` is stored already is a 23505 on the primary key
+        unless that is the target and duplicates are ignored, as Postgres decides."""
         rows = body if isinstance(body, list) else [body]
         named = [c.strip('"') for c in query.get("columns", "").split(",") if c]
         for name in named + [k for r in rows for k in r]:
-            if name not in self.columns:
+            if name not in self.columns and name not in SERVER_COLUMNS:
                 return _error(400, "PGRST204", f"Could not find the '{name}' column of '{TABLE}' in the schema cache")
-        if "on_conflict" in query and not self.unique_key:
+        target = query.get("on_conflict")
+        if target not in (None, "id") and not (self.unique_key and target == ",".join(KEY)):
             return _error(400, "42P10", "there is no unique or exclusion constraint matching the ON CONFLICT specification")
         for row in rows:
             for column, value in row.items():
-                if not _fits(value, self.columns[column]):
+                if not _fits(value, self.columns.get(column, "uuid" if column == "id" else "text")):
                     return _error(400, "22P02", f'invalid input syntax for type {self.columns[column]}: "{json.dumps(value)}"')
             for column in NOT_NULL & set(self.columns):
                 if row.get(column) is None:
                     return _error(400, "23502", f'null value in column "{column}" of relation "{TABLE}" '
                                                 "violates not-null constraint")
-        stored = {tuple(r[k] for k in KEY) for r in self.rows}
+        keys, ids = {tuple(r[k] for k in KEY) for r in self.rows}, {r["id"] for r in self.rows}
+        ignore = "ignore-duplicates" in prefer
         for row in rows:
-            key = tuple(row.get(k) for k in KEY)
-            if "on_conflict" in query and key in stored:
-                if "ignore-duplicates" in prefer:
-                    continue
+            key, row_id = tuple(row.get(k) for k in KEY), row.get("id")
+            if target and (key if target != "id" else row_id) in (keys if target != "id" else ids) and ignore:
+                continue
+            if row_id in ids or (self.unique_key and key in keys):
                 return _error(409, "23505", "duplicate key value violates unique constraint")
-            self.rows.append({**{c: None for c in self.columns}, **row, "id": str(uuid.uuid4())})
-            stored.add(key)
+            self.rows.append({**{c: None for c in self.columns}, **row, "id": row_id or str(uuid.uuid4())})
+            keys.add(key)
+            ids.add(self.rows[-1]["id"])
         if self.after_insert is not None:
             self.after_insert()
         return httpx.Response(201)
@@ -236,10 +244,12 @@ class LostResponse(Exception):
     """Raised by a served handler after an insert landed: the server closes the connection unanswered."""
 
 
-def serve(handler: Callable[[httpx.Request], httpx.Response]) -> LoopbackServer:
+def serve(handler: Callable[[httpx.Request], httpx.Response], *, one_at_a_time: bool = True) -> LoopbackServer:
     """`handler` (a PostgrestDouble, or a handler wrapping one) behind a real HTTP server on a free
-    loopback port, one request at a time; close() stops it."""
-    lock = threading.Lock()
+    loopback port; close() stops it. One request at a time (the in-memory double is not thread-safe),
+    or, `one_at_a_time=False`, each on its own thread as PostgREST serves them (for a handler that
+    is: tests/postgrest_pg.py's PostgrestOnPostgres, where Postgres settles the races)."""
+    lock = threading.Lock() if one_at_a_time else contextlib.nullcontext()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _any(self) -> None:

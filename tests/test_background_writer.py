@@ -21,11 +21,28 @@ class Inner:
         self.started = threading.Event()
         self.rows: list[dict] = []
         self.closed = False
+        self.cancelled = threading.Event()
+        self.writing = 0  # writes in progress
+        self.cancel_bound_s = WAIT
+
+    def cancel(self):
+        """As the real writers: the write in flight ends with a transient error."""
+        self.cancelled.set()
 
     def write(self, rows):
+        self.writing += 1
+        try:
+            self._write(rows)
+        finally:
+            self.writing -= 1
+
+    def _write(self, rows):
         self.started.set()
         if self.gate is not None:
-            self.gate.wait(WAIT)
+            while not (self.gate.is_set() or self.cancelled.is_set()):
+                self.gate.wait(0.01)
+        if self.cancelled.is_set():
+            raise TransientWriteError("cancelled")
         error = self.errors.pop(0) if self.errors else None
         if error is not None:
             raise error
@@ -112,10 +129,24 @@ def test_close_on_a_stuck_writer_returns_and_reports_pending_rows(caplog):
     assert inner.started.wait(WAIT)
     bw.submit(rnd(2, 1))
     stats = bw.close()
-    assert stats.rows_pending_at_close == 5 and stats.rounds_written == 0
+    assert stats.rows_not_delivered == 5 and stats.rounds_written == 0
     assert inner.closed
     assert "5 rows were not delivered" in lines(caplog)[-1]
     stuck.set()  # let the worker thread end
+
+
+def test_close_leaves_no_write_running_and_the_thread_ended():
+    """A catch-up replay runs right after close(): the worker must not still be in a write (its
+    retry would reconnect and write alongside the replay)."""
+    stuck = threading.Event()  # never set: only cancel() ends the write
+    inner = Inner(gate=stuck)
+    bw = BackgroundWriter(inner, drain_timeout_s=0.05)
+    bw.submit(rnd(3, 0))
+    assert inner.started.wait(WAIT)
+    bw.submit(rnd(2, 1))
+    stats = bw.close()
+    assert inner.cancelled.is_set() and inner.writing == 0 and not bw._thread.is_alive()
+    assert not bw.still_writing and inner.rows == [] and stats.rows_not_delivered == 5
 
 
 def test_close_twice_and_submit_after_close():

@@ -303,7 +303,7 @@ def test_the_report_shows_json_variables_by_keys_and_urls_without_their_query(en
     print_report(cfg, 1, "cpu", "no", console=console)
     text = console.export_text()
     assert "SIGNEDSECRET" not in text and "pw@" not in text
-    assert "https://data.example/d.jsonl.gz (query hidden)" in text
+    assert "https://data.example/d.jsonl.gz (userinfo and query hidden)" in text
     assert "keys: enabled, samples_path" in text
     assert "learning rate: 2e-05 — default" in text
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import psycopg
@@ -104,18 +103,28 @@ def test_database_away_for_the_whole_run_then_replay_puts_every_row_once(pg_db, 
 
 
 def test_database_stopped_mid_run_and_back_every_row_once(pg_db, postgres_server, tmp_path):
+    """The database goes away after the first rows and stays away until a round has failed (its
+    line read from the log, not a sleep); back, the later rounds go through and the catch-up at the
+    end stores the failed ones: every row once."""
     out = tmp_path / "out"
     env = db_env(out, pg_db, max_steps=400)
     proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert wait_for(lambda: len(stored(pg_db)) > 0, timeout=300, interval=0.1), "no row arrived"
+    lines, failed = [], False
     postgres_server.stop()
     try:
-        time.sleep(2)  # rounds fail meanwhile
+        for line in proc.stdout:  # until a round's write has failed (or the run ended)
+            lines.append(line)
+            if "rows was not written" in line:
+                failed = True
+                break
     finally:
         postgres_server.start()
-    log, _ = proc.communicate(timeout=600)
+    log = "".join(lines) + proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log[-4000:]
+    assert failed, log[-4000:]
+    assert "predictions: catching up" in log and "catch-up done" in log, log[-4000:]
     counts = stored(pg_db, OWNER)
     assert set(counts) == expected(400) and set(counts.values()) == {1}
 

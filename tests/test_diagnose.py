@@ -84,8 +84,49 @@ def test_a_table_the_api_does_not_have(supabase_env):
     d, found = check(postgrest([], columns=None))
     assert found["table"].status == "fail" and "migrations" in found["table"].fix
     assert found["rows of the job"].status == "skip"
+    assert "entrypoint.py migrate" in found["table"].fix  # the one command the rest of the image names
+    d, found = check(postgrest([], columns={c: COLUMN_TYPES[c] for c in ROW_COLUMNS if c != "prediction"}))
+    assert found["table"].status == "fail" and "prediction" in found["table"].detail
+    # Columns this image adds, missing (the platform's table before `migrate`): a warning, the checks go on.
     d, found = check(postgrest([], columns={c: COLUMN_TYPES[c] for c in ROW_COLUMNS[:-3]}))
-    assert found["table"].status == "fail" and ROW_COLUMNS[-1] in found["table"].detail
+    assert found["table"].status == "warn" and ROW_COLUMNS[-1] in found["table"].detail
+    assert "entrypoint.py migrate" in found["table"].fix and found["rows of the job"].status != "skip"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("through", ["sql", "api"])
+def test_on_the_platforms_table_as_deployed_the_rows_reach_their_owner_and_diagnose_passes(through, pg_db, job_environ):
+    """The platform's table, never migrated (no added column, no unique key, not in the publication),
+    with its rows: diagnose answers its question (the owner reads the job's rows) with warnings whose
+    fix is `migrate`, and exits 0. Through the API: a PostgREST stand-in executing on the database."""
+    from predictions.report.diagnose import diagnose_command
+    from tests.platform_db import JOB as PLATFORM_JOB
+    from tests.platform_db import make_platform_db
+    from tests.postgrest_pg import PostgrestOnPostgres
+
+    make_platform_db(pg_db)
+    env = {"SUPABASE_DB_URL": pg_db} if through == "sql" else {"SUPABASE_URL": URL, "SUPABASE_SERVICE_KEY": SECRET}
+    job_environ(JOB_ID=PLATFORM_JOB, USER_ID=OWNER, **env)
+    http = httpx.Client(transport=httpx.MockTransport(PostgrestOnPostgres(pg_db)))
+    d = run_checks(http_client=http)
+    found = {f.check: f for f in d.findings}
+    assert found["table"].status == "warn" and "epoch_progress" in found["table"].detail
+    assert found["rows of the job"].status == "pass" and "2 rounds" in found["rows of the job"].detail
+    assert found["unique key"].status == "warn" and found["realtime"].status == "warn"
+    if through == "sql":
+        assert found["row level security"].status == "pass" and "the owner reads all 7 rows" in found["row level security"].detail
+        assert "derived" in found["unique key"].detail and "migrate" in found["unique key"].fix
+        assert "not in the supabase_realtime publication" in found["realtime"].detail
+    assert d.ok and diagnose_command(http_client=http) == 0
+
+
+@pytest.mark.postgres
+def test_on_a_plain_postgresql_where_nothing_is_wrong_diagnose_passes(migrated_db, job_environ):
+    job_environ(JOB_ID=JOB, USER_ID=OWNER, SUPABASE_DB_URL=migrated_db)
+    d = run_checks()
+    found = {f.check: f for f in d.findings}
+    assert found["realtime"].status == "warn" and "nothing to do outside Supabase" in found["realtime"].fix
+    assert [f.check for f in d.findings if f.status == "fail"] == [] and d.ok
 
 
 def test_the_report_reads_the_table_page_by_page_as_its_owner(monkeypatch):

@@ -180,6 +180,30 @@ def test_database_wrong_password(pg_db, tmp_path):
     judge(run(_postgres_env(tmp_path, url)), code=76, says=["SUPABASE_DB_URL", "password authentication failed"])
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("grants, code", [
+    ("grant usage on schema public to {role}; grant select on public.training_predictions to {role}", 76),
+    # CREATE on the database: the migrations' log can be made but the table not changed.
+    ("grant create on database {db} to {role}; grant usage on schema public to {role};"
+     " grant select on public.training_predictions to {role}", 76),
+])
+def test_a_narrow_database_role_is_one_line_naming_the_fix_and_job_failed(grants, code, migrated_db, tmp_path):
+    """A role with SELECT only, or CREATE on the database but no INSERT: exit 76/77 with the fix,
+    `job_failed` sent, never a traceback."""
+    import psycopg
+
+    db = migrated_db.rsplit("/", 1)[1]
+    role = f"narrow_{db}"  # roles are the server's, not the database's: one per test
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute(f"create role {role} login password '{CANARY}-narrow'")
+        conn.execute(grants.format(role=role, db=db))
+    url = migrated_db.replace("postgres:pg-test-password", f"{role}:{CANARY}-narrow")
+    before = len(platform().alerts)
+    judge(run(_postgres_env(tmp_path, url)), code=code, says=["SUPABASE_DB_URL as the database's owner"])
+    failed = [a for a in platform().alerts[before:] if a["type"] == "job_failed"]
+    assert len(failed) == 1 and "owner" in failed[0]["error_message"], platform().alerts[before:]
+
+
 # Real training runs.
 @pytest.mark.slow
 def test_a_run_on_damaged_data_trains_and_stores_every_row_once(server, tmp_path):
@@ -268,14 +292,30 @@ def test_table_dropped_mid_run_keeps_every_row_in_the_spool(pg_db, tmp_path):
           lost=len(expected - keys), handled=True)
 
 
-# The Supabase API misbehaving (a double of PostgREST over real HTTP, in front of the platform's
-# table as it is: no added column, no unique key): every row stored once, or refused clearly.
+# The Supabase API misbehaving in front of the platform's table as it is (no added column, no unique
+# key): a PostgREST stand-in that executes on a real Postgres, serving requests concurrently as
+# PostgREST does: every row stored once, or refused clearly.
 class Misbehaving:
-    """Wraps the PostgREST double: the first `times` inserts of prediction rows answer 503 (`fail`)
-    or are held `hang_s` seconds before going through (`hang`); `refuse` answers every request 401."""
+    """Wraps the stand-in: the first `times` inserts of prediction rows answer 503 (`fail`), or
+    (`hang`) are held uncommitted until the client's retry of them has arrived, then commit — an
+    answer the client gave up on, committed after the retry's read; `refuse` answers 401."""
 
-    def __init__(self, table, mode: str, times: int = 2, hang_s: float = 4.0):
-        self.table, self.mode, self.left, self.hang_s = table, mode, times, hang_s
+    def __init__(self, table, mode: str, times: int = 2):
+        import threading
+
+        self.table, self.mode, self.left = table, mode, times
+        self.arrived, self.posts, self.held = threading.Condition(), 0, 0
+        if hasattr(table, "before_commit"):
+            table.before_commit = self.hold
+
+    def hold(self, request) -> None:
+        if self.mode != "hang" or self.left <= 0 or JOB.encode() not in request.content:  # not the probe
+            return
+        self.left -= 1
+        with self.arrived:
+            seen = self.posts
+            if self.arrived.wait_for(lambda: self.posts > seen, timeout=120):  # a bound against a hang only
+                self.held += 1
 
     def __call__(self, request):
         import httpx
@@ -283,40 +323,63 @@ class Misbehaving:
         if self.mode == "refuse":
             return httpx.Response(401, json={"code": "PGRST301", "message": "JWSError JWSInvalidSignature"})
         is_rows = request.method == "POST" and request.url.path.endswith("/training_predictions")
-        if is_rows and self.left > 0 and JOB.encode() in request.content:  # not the preflight's probe
+        if is_rows:
+            with self.arrived:
+                self.posts += 1
+                self.arrived.notify_all()
+        if is_rows and self.mode == "fail" and self.left > 0 and JOB.encode() in request.content:
             self.left -= 1
-            if self.mode == "fail":
-                return httpx.Response(503, json={"code": "PGRST001", "message": "could not connect to the database"})
-            time.sleep(self.hang_s)  # past the writer's timeout: the client gives up, the insert still lands
+            return httpx.Response(503, json={"code": "PGRST001", "message": "could not connect to the database"})
         return self.table(request)
 
 
-def _supabase_case(tmp_path, mode: str) -> tuple[Ended, list]:
+def _supabase_case(tmp_path, mode: str, db_url: str | None = None) -> tuple[Ended, list, Misbehaving]:
+    """The job against the stand-in on `db_url` (the platform's database), or the in-memory double."""
     from tests.postgrest_double import PostgrestDouble, serve
 
-    table = PostgrestDouble()
-    server = serve(Misbehaving(table, mode))
+    if db_url is not None:
+        import psycopg
+
+        from tests.platform_db import make_platform_db
+        from tests.postgrest_pg import PostgrestOnPostgres
+
+        make_platform_db(db_url)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("insert into public.local_training_jobs values (%s, %s)", (JOB, OWNER))
+        table = PostgrestOnPostgres(db_url)
+    else:
+        table = PostgrestDouble()
+    fault = Misbehaving(table, mode)
+    server = serve(fault, one_at_a_time=db_url is None)
     predictions = {"enabled": True, "sample_count": 4, "sample_frequency": "steps", "step_interval": 2,
                    "max_new_tokens": 4, "baseline": False, "write_timeout_s": 1}
     env = env_for(tmp_path, SUPABASE_URL=server.url,
                   SUPABASE_SERVICE_KEY=f"sb_secret_{CANARY}", PREDICTIONS_CONFIG=predictions)
     try:
-        return run(env, timeout=400), [k for k in table.keys() if k[0] == JOB]
+        ended = run(env, timeout=400)
     finally:
         server.close()
+    if db_url is None:
+        return ended, [k for k in table.keys() if k[0] == JOB], fault
+    with psycopg.connect(db_url) as conn:
+        keys = conn.execute("select job_id, step, sample_index from public.training_predictions where job_id = %s",
+                            (JOB,)).fetchall()
+    return ended, keys, fault
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fail", "hang"])
-def test_supabase_answers_503_or_hangs_then_recovers_every_row_once(mode, tmp_path):
-    ended, keys = _supabase_case(tmp_path, mode)
+def test_supabase_answers_503_or_hangs_then_recovers_every_row_once(mode, tmp_path, pg_db):
+    ended, keys, fault = _supabase_case(tmp_path, mode, pg_db)
     expected = {(JOB, step, i) for step in (2, 4) for i in range(4)}
     judge(ended, code=0, says=["database: 8 rows written"], lost=len(expected - set(keys)), handled=True)
     assert sorted(keys) == sorted(expected), "a row stored twice or never"
+    if mode == "hang":
+        assert fault.held == 2, "the retries did not race the uncommitted inserts"
 
 
 def test_supabase_refusing_the_key_stops_the_pod_before_training(tmp_path):
-    ended, keys = _supabase_case(tmp_path, "refuse")
+    ended, keys, _ = _supabase_case(tmp_path, "refuse")
     judge(ended, code=77, says=["preflight: FAILED", "SUPABASE_SERVICE_KEY"])
     assert "launch:" not in ended.output and not keys
     assert [a["type"] for a in platform().alerts if (a.get("error_message") or "").startswith("preflight")] == ["job_failed"]

@@ -164,7 +164,7 @@ def test_the_report_command_on_a_spool_with_a_failed_round_and_a_torn_line(tmp_p
     assert "baseline (step 0)" in page
 
     local = run_entrypoint(job_env(out), "diagnose", timeout=120)  # local mode: a warning, and the spool
-    assert local.returncode == 1 and "[WARN] storage mode: local" in local.stdout
+    assert local.returncode == 0 and "[WARN] storage mode: local" in local.stdout  # a warning: nothing failed
     assert "[PASS] local spool: 3 rounds, 9 rows of job local" in local.stdout
 
     empty = run_entrypoint(job_env(tmp_path / "nothing"), "report", timeout=120)

@@ -129,7 +129,8 @@ def test_two_processes_at_once_apply_each_file_once(pg_db):
         p.join(timeout=10)
         assert p.exitcode == 0
     assert sorted(applied for applied, _ in results) == [[], files]
-    assert all("migrations: another process is applying them; waiting for it" in lines for _, lines in results)
+    assert all(any(line.startswith("migrations: another process is applying them; waiting for it") for line in lines)
+               for _, lines in results)
     with psycopg.connect(pg_db) as conn:
         assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] == len(files)
 
@@ -217,3 +218,48 @@ def test_the_migrate_command_applies_sql_and_nothing_else(pg_db, tmp_path):
     unset = subprocess.run([sys.executable, "entrypoint.py", "migrate"], cwd=ROOT, env=job_env(tmp_path / "out"),
                            capture_output=True, text=True, timeout=300)
     assert unset.returncode == 78 and "set SUPABASE_DB_URL" in unset.stdout
+
+
+def test_migrate_recreates_a_dropped_table_though_its_files_are_recorded_and_says_what_it_cannot(migrated_db, caplog):
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute("drop table public.training_predictions cascade")
+    caplog.set_level(logging.INFO, logger="predictions.store.migrations")
+    result = apply_migrations(migrated_db)
+    assert result.applied == [] and result.repaired == [p.name for p in sorted(SQL_DIR.glob("*.sql"))]
+    log = "\n".join(caplog.messages)
+    assert "the table public.training_predictions is missing (dropped?)" in log
+    assert "Rows of a dropped table are not brought back" in log and "entrypoint.py replay" in log
+    with psycopg.connect(migrated_db) as conn:
+        assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] == len(result.repaired)
+        assert conn.execute("select exists (select 1 from pg_constraint where conname ="
+                            " 'training_predictions_job_step_sample_key')").fetchone()[0]
+    caplog.clear()
+    assert apply_migrations(migrated_db).repaired == []  # whole again: nothing to do
+    assert "nothing pending" in caplog.messages[-1]
+
+
+def test_a_dropped_column_and_key_are_added_again(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute("alter table public.training_predictions drop column metrics,"
+                     " drop constraint training_predictions_job_step_sample_key")
+    assert apply_migrations(migrated_db).repaired
+    with psycopg.connect(migrated_db) as conn:
+        assert conn.execute("select count(*) from pg_attribute where attname = 'metrics'"
+                            " and attrelid = 'public.training_predictions'::regclass").fetchone()[0] == 1
+
+
+def test_waiting_for_the_lock_has_a_bound_and_names_the_way_out(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))  # a session that never lets go
+        with pytest.raises(MigrationError) as e:
+            apply_migrations(migrated_db, lock_wait_s=0.5)
+    assert "held the migrations' lock" in str(e.value) and "pg_terminate_backend" in str(e.value)
+
+
+def test_a_role_that_may_not_create_the_log_is_one_error_naming_the_fix(migrated_db):
+    role = f"ro_{migrated_db.rsplit('/', 1)[1]}"
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute(f"create role {role} login password 'CANARYro-pw'")
+    with pytest.raises(MigrationError) as e:
+        apply_migrations(migrated_db.replace("postgres:pg-test-password", f"{role}:CANARYro-pw"))
+    assert "(42501)" in str(e.value) and "database's owner" in str(e.value) and "CANARY" not in str(e.value)

@@ -149,3 +149,35 @@ def test_bad_rows_are_stored_sanitised_or_truncated_never_a_failed_round(migrate
     assert got[1][1] == "lone \ufffd surrogate"
     assert len(got[2][2]) == 100_000 and got[2][3] is True and got[0][3] is False
     assert got[3][4] is None and got[3][5] is None
+
+
+def test_cancel_ends_a_write_blocked_in_the_database_and_starts_no_other(migrated_db):
+    """What BackgroundWriter.close() relies on: from another thread, cancel() ends the query in
+    flight (here waiting on a lock another session holds) and no retry follows."""
+    import threading
+
+    writer, outcome = PostgresWriter(migrated_db, max_attempts=4), []
+    writer.write(rows(1))  # connected, the table's shape read
+    with psycopg.connect(migrated_db) as locker:
+        locker.execute("begin")
+        locker.execute("lock table public.training_predictions in access exclusive mode")
+
+        def write():
+            try:
+                writer.write(rows(2))
+            except TransientWriteError as e:
+                outcome.append(str(e))
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        with psycopg.connect(migrated_db, autocommit=True) as watcher:
+            while not watcher.execute("select exists (select 1 from pg_stat_activity where wait_event_type = 'Lock'"
+                                      " and query like 'insert into%%')").fetchone()[0]:
+                assert thread.is_alive()
+        writer.cancel()
+        thread.join(writer.cancel_bound_s)
+        locker.execute("rollback")
+    assert not thread.is_alive() and outcome and "cancel" in outcome[0]
+    writer.close()
+    with psycopg.connect(migrated_db) as conn:
+        assert conn.execute("select count(*) from public.training_predictions where step = 2").fetchone()[0] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from predictions.store.replay import replay_spool
@@ -14,12 +15,13 @@ from predictions.store.writers.local import LocalJsonlWriter
 
 
 class TableDouble:
-    """Upserts into a dict keyed by CONFLICT_KEY with duplicates ignored, as the table does."""
+    """Keeps every row it is sent, duplicates too: what replay_spool sends, not what a database
+    would keep (that is the real writers' business, tested on real Postgres below)."""
 
     name = "double"
 
     def __init__(self, fail_after: int | None = None):
-        self.table: dict[tuple, dict] = {}
+        self.sent: list[dict] = []
         self.writes = 0
         self.fail_after = fail_after
 
@@ -27,8 +29,10 @@ class TableDouble:
         if self.fail_after is not None and self.writes >= self.fail_after:
             raise TransientWriteError("database away")
         self.writes += 1
-        for r in rows:
-            self.table.setdefault(tuple(r[k] for k in CONFLICT_KEY), r)
+        self.sent.extend(rows)
+
+    def keys(self) -> list[tuple]:
+        return sorted(tuple(r[k] for k in CONFLICT_KEY) for r in self.sent)
 
     def close(self):
         """Nothing held."""
@@ -58,12 +62,41 @@ def spool(tmp_path: Path) -> Path:
     return local.path
 
 
-def test_replaying_twice_stores_each_row_once(spool: Path):
+def test_a_batch_sends_each_key_once_even_when_the_spool_repeats_a_round(spool: Path):
     db = TableDouble()
-    first = replay_spool(spool, db, batch_rows=5)
-    second = replay_spool(spool, db, batch_rows=5)
-    assert first == second >= 12
-    assert sorted(db.table) == sorted(("job", s, i) for s in (10, 20, 30) for i in range(4))
+    assert replay_spool(spool, db, batch_rows=100) == 12
+    assert db.keys() == sorted(("job", s, i) for s in (10, 20, 30) for i in range(4))
+
+
+@pytest.mark.postgres
+def test_replaying_twice_into_the_platforms_table_stores_each_row_once(pg_db, tmp_path: Path):
+    """Through the API (a PostgREST stand-in executing on Postgres) and straight to Postgres, into
+    the platform's table as deployed (no unique key): the database keeps one row per key."""
+    from tenacity import wait_none
+
+    from predictions.store.writers.postgres import PostgresWriter
+    from predictions.store.writers.supabase import SupabaseWriter
+    from tests.platform_db import JOB, OWNER, make_platform_db
+    from tests.postgrest_double import serve
+    from tests.postgrest_pg import PostgrestOnPostgres
+
+    make_platform_db(pg_db)
+    local = LocalJsonlWriter(tmp_path / "predictions.jsonl")
+    for step in (30, 40, 30):  # a restarted attempt spooled step 30 again
+        local.write([{**r, "job_id": JOB, "user_id": OWNER} for r in rows(step, 4)])
+    server = serve(PostgrestOnPostgres(pg_db), one_at_a_time=False)
+    writers = [SupabaseWriter(server.url, "sb_secret_CANARY-replay", wait=wait_none()), PostgresWriter(pg_db)]
+    try:
+        for writer in writers * 2:
+            assert replay_spool(local.path, writer, batch_rows=5) >= 8  # batches of 5: a repeat may be sent
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+    with psycopg.connect(pg_db) as conn:
+        stored = conn.execute("select step, sample_index, count(*) from public.training_predictions"
+                              " where job_id = %s and step >= 30 group by 1, 2 order by 1, 2", (JOB,)).fetchall()
+    assert stored == [(s, i, 1) for s in (30, 40) for i in range(4)]
 
 
 def test_a_torn_last_line_is_skipped_and_counted(spool: Path, caplog):
@@ -71,7 +104,7 @@ def test_a_torn_last_line_is_skipped_and_counted(spool: Path, caplog):
     spool.write_bytes(whole + json.dumps(rows(40, 1)[0]).encode()[:50])  # killed mid-write
     db = TableDouble()
     replay_spool(spool, db)
-    assert len(db.table) == 12
+    assert len(db.sent) == 12
     assert any("torn last line 17" in line for line in caplog.messages)
     assert any("1 line(s)" in line for line in caplog.messages)
 
@@ -80,9 +113,10 @@ def test_writer_errors_are_raised_and_a_rerun_completes(spool: Path):
     db = TableDouble(fail_after=1)
     with pytest.raises(TransientWriteError):
         replay_spool(spool, db, batch_rows=4)
+    assert len(db.sent) == 4  # the batches before the failure were sent
     db.fail_after = None
     replay_spool(spool, db, batch_rows=4)
-    assert len(db.table) == 12
+    assert set(db.keys()) == {("job", s, i) for s in (10, 20, 30) for i in range(4)}
 
 
 def test_rows_are_limited_to_the_table_columns(tmp_path: Path):
@@ -90,7 +124,7 @@ def test_rows_are_limited_to_the_table_columns(tmp_path: Path):
     path.write_text(json.dumps({**rows(1, 1)[0], "unknown_column": 1}) + "\n", encoding="utf-8")
     db = TableDouble()
     assert replay_spool(path, db) == 1
-    assert "unknown_column" not in next(iter(db.table.values()))
+    assert "unknown_column" not in db.sent[0]
 
 
 def test_replay_through_the_supabase_writer_sends_valid_bodies(spool: Path):

@@ -1,18 +1,23 @@
 """Secrets never leave the environment: with a recognisable canary in every secret variable, no
-file under OUTPUT_DIR (training_args.bin unpickled included) and no printed line contains one."""
+file under OUTPUT_DIR (training_args.bin unpickled included), no printed line and no process's argv
+(/proc/PID/cmdline, read while the run goes on) contains one."""
 
 from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+import time
 
 import psycopg
 import pytest
 import torch
 
 from predictions.store.rows import COLUMN_TYPES
-from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
+from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, run_entrypoint
 from tests.postgrest_double import PostgrestDouble
+from tests.procs import descendants
 
 pytestmark = [pytest.mark.slow]
 
@@ -48,11 +53,15 @@ def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
                             "max_new_tokens": 4},
     )
     try:
-        proc = run_entrypoint(env)
+        proc, argv = run_watching_argv(env, tmp_path / "printed.txt")
     finally:
         server.close()
     printed = proc.stdout + proc.stderr
     assert proc.returncode == 0, printed[-4000:]
+    # argv: every process of the run as /proc showed it while it ran (accelerate's launcher and the
+    # training process among them: the check could see a secret there).
+    assert any("accelerate" in a for a in argv) and any("trainer.train" in a for a in argv), argv
+    assert not [a for a in argv if CANARY in a]
     assert "role=service_role" in printed and "role=anon" in printed  # the report shows roles, not values
     assert CANARY not in printed
 
@@ -68,6 +77,28 @@ def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
         if path.name == "training_args.bin":
             args = torch.load(path, weights_only=False)
             assert CANARY not in repr(vars(args)), path
+
+
+def run_watching_argv(env: dict[str, str], log_path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run the entrypoint to its end, reading every descendant's /proc/PID/cmdline as it runs."""
+    argv: set[str] = set()
+    with open(log_path, "w+") as log:
+        proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, text=True, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            while proc.poll() is None:
+                for pid in [proc.pid, *descendants(proc.pid)]:
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            argv.add(f.read().replace(b"\0", b" ").decode(errors="replace"))
+                    except OSError:
+                        continue  # ended while we looked
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                kill_tree_hard(proc)
+        log.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, log.read(), ""), argv
 
 
 SIGNED = f"?token={CANARY}-signature&X-Amz-Signature={CANARY}"

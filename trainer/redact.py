@@ -41,17 +41,29 @@ def redact_text(text: str, urls) -> str:
     return text
 
 
+def _password(secret: str) -> str | None:
+    """A URL's password as written, also when it holds an unencoded `@` (urlsplit would cut the
+    userinfo at the last `@`, libpq at the first: a host like 'CANARY…@127.0.0.1' in its error)."""
+    if "://" not in secret:
+        return None
+    netloc = secret.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    userinfo = netloc.rpartition("@")[0]
+    if ":" not in userinfo:
+        return None
+    return userinfo.split(":", 1)[1] or None
+
+
 def _forms(secret: str) -> list[str]:
-    """A secret and, for a URL, its password as written and decoded (libpq never prints them; a
-    malformed URL or a server's message might)."""
-    forms = [secret]
-    try:
-        password = urlsplit(secret).password if "://" in secret else None
-    except ValueError:  # a malformed URL (bad port): no password to find; the URL itself is still hidden
-        password = None
+    """A secret, its surrounding-whitespace-free and escaped forms (a library's error may show the
+    bytes' repr: `b'Bearer key\\n'`) and, for a URL, its password as written, decoded and each part
+    of it around an unencoded `@` (libpq never prints a password; a malformed URL's host might)."""
+    forms = [secret, secret.strip(), secret.encode("unicode_escape").decode("ascii")]
+    password = _password(secret)
     if password:
         forms += [password, unquote(password)]
-    return forms
+        forms += [part for part in password.split("@") if len(part) >= 4]
+    # The longest first: a form inside another must not leave the rest of the other behind.
+    return sorted({f for f in forms if f}, key=len, reverse=True)
 
 
 def hide(text: str, *secrets: str | None, name: str = HIDDEN) -> str:

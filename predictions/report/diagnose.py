@@ -4,7 +4,9 @@ The checks run in the order a missing prediction is best explained: the configur
 storage mode and the variables behind it, the key's role, the table and its columns, Row Level
 Security and the owner's read policy, the unique key, the Realtime publication, the job's rows
 by round against the local spool, and the newest round's time. Each is pass / warn / fail (or
-skip, when an earlier failure makes it moot) with the fix. The catalog is read with SQL when
+skip, when an earlier failure makes it moot) with the fix. On the platform's table as deployed
+(none of this image's additions) the predictions still reach the owner: what it lacks is a
+warning with `migrate` as its fix, and the exit code is 0 when nothing failed. The catalog is read with SQL when
 SUPABASE_DB_URL is set; through the Supabase API alone, what PostgREST cannot show is a warning
 that says how to check it. No secret is ever printed: database errors go through `hide` (trainer/redact.py).
 """
@@ -21,7 +23,8 @@ from typing import Any
 from predictions.report.history import spool_rows
 from predictions.report.sources import SourceError, supabase_rows
 from predictions.store.keys import key_role
-from predictions.store.rows import ROW_COLUMNS
+from predictions.store.rows import NEEDED_COLUMNS, ROW_COLUMNS
+from predictions.store.tableshape import MIGRATE_COMMAND
 from trainer.config.errors import ConfigError
 from trainer.config.exits import EXIT_CHECK_FAILED, EXIT_OK
 from trainer.config.load import load_config
@@ -31,8 +34,8 @@ log = logging.getLogger(__name__)
 
 TABLE = "training_predictions"
 UNIQUE_KEY = "training_predictions_job_step_sample_key"
-FIX_MIGRATE = ("apply the migrations: set SUPABASE_DB_URL and run `python entrypoint.py check` (it applies sql/), "
-               "or run the files of sql/ in the Supabase SQL editor")
+FIX_MIGRATE = (f"apply the migrations once: {MIGRATE_COMMAND} (or run the files of sql/ in order in the "
+               "Supabase SQL editor)")
 FIX_POLICY = ('create policy "Users can view their own predictions" on public.training_predictions for select '
               "to authenticated using ((select auth.uid()) = user_id); grant select on public.training_predictions "
               "to authenticated (sql/ does both)")
@@ -64,7 +67,9 @@ class Diagnosis:
 
     @property
     def ok(self) -> bool:
-        return bool(self.findings) and all(f.status == "pass" for f in self.findings)
+        """Nothing failed: a warning says what could be better (the UI's live stream on a plain
+        PostgreSQL, the added columns on the platform's table) while the predictions reach the owner."""
+        return bool(self.findings) and all(f.status != "fail" for f in self.findings)
 
 
 # -- the catalog, by SQL or through PostgREST --------------------------------------------------
@@ -141,14 +146,21 @@ def _key_role(d: Diagnosis, cfg, sql: SqlCatalog | None) -> bool:
 
 
 def _table(d: Diagnosis, columns: set[str] | None) -> bool:
+    """The table, and the columns: those every row needs (FAIL without them), and those this image
+    adds (WARN: the platform's table as deployed lacks them; rows are stored without them)."""
     if columns is None:
         d.add("table", "fail", f"public.{TABLE} does not exist (or the API does not expose it)", FIX_MIGRATE)
         return False
+    needed = [c for c in NEEDED_COLUMNS if c not in columns]
+    if needed:
+        d.add("table", "fail", f"public.{TABLE} lacks columns every row needs: {', '.join(needed)}", FIX_MIGRATE)
+        return False
     missing = [c for c in ROW_COLUMNS if c not in columns]
     if missing:
-        d.add("table", "fail", f"public.{TABLE} lacks columns the rows need: {', '.join(missing)}", FIX_MIGRATE)
-        return False
-    d.add("table", "pass", f"public.{TABLE} has every column the rows need ({len(ROW_COLUMNS)})")
+        d.add("table", "warn", f"public.{TABLE} lacks {len(missing)} column(s) this image writes: {', '.join(missing)}; "
+              "rows are stored without them (their values stay in the local spool)", FIX_MIGRATE)
+    else:
+        d.add("table", "pass", f"public.{TABLE} has every column the rows need ({len(ROW_COLUMNS)})")
     return True
 
 
@@ -204,26 +216,37 @@ def _owner_sees(sql: SqlCatalog, job_id: str, user_id: str | None) -> tuple[int,
 
 
 def _unique(d: Diagnosis, sql: SqlCatalog | None) -> None:
+    """The key on (job_id, step, sample_index), or the platform's uuid primary key `id`, which each
+    row derives from the same three (predictions/store/rows.row_id): either makes a write idempotent."""
     if sql is None:
-        d.add("unique key", "warn", f"the Supabase API does not show constraints ({UNIQUE_KEY})", NO_SQL)
+        d.add("unique key", "warn", f"the Supabase API does not show constraints ({UNIQUE_KEY}); without it rows "
+              "are still stored once through their derived primary key `id`", NO_SQL)
     elif sql.one("select 1 from pg_constraint where conname = %s and conrelid = 'public.training_predictions'::regclass",
-                 UNIQUE_KEY) is None:
-        d.add("unique key", "fail", f"{UNIQUE_KEY} on (job_id, step, sample_index) is missing: retried writes "
-              "could store a row twice, and the writers' upsert is refused", FIX_MIGRATE)
-    else:
+                 UNIQUE_KEY) is not None:
         d.add("unique key", "pass", f"{UNIQUE_KEY} on (job_id, step, sample_index)")
+    elif sql.one("select 1 from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0] "
+                 "where i.indrelid = 'public.training_predictions'::regclass and i.indisprimary and i.indnkeyatts = 1 "
+                 "and a.attname = 'id' and a.atttypid = 'uuid'::regtype") is not None:
+        d.add("unique key", "warn", f"no {UNIQUE_KEY} (the platform's table as deployed): each row's primary key `id` "
+              "is derived from (job_id, step, sample_index), so a retried write still stores it once; the key also "
+              "guards rows other writers insert", FIX_MIGRATE)
+    else:
+        d.add("unique key", "fail", f"neither {UNIQUE_KEY} nor a uuid primary key `id`: a retried write can store a "
+              "row twice", FIX_MIGRATE)
 
 
 def _realtime(d: Diagnosis, sql: SqlCatalog | None) -> None:
     if sql is None:
         d.add("realtime", "warn", "the Supabase API does not show publications (supabase_realtime)", NO_SQL)
     elif sql.one("select 1 from pg_publication where pubname = 'supabase_realtime'") is None:
-        d.add("realtime", "warn", "no supabase_realtime publication (not a Supabase database): no live stream",
-              "on Supabase it exists; elsewhere: create publication supabase_realtime; " + FIX_REALTIME)
+        d.add("realtime", "warn", "no supabase_realtime publication: not a Supabase database, so there is no live "
+              "stream to feed (the rows are stored and read as usual)",
+              "nothing to do outside Supabase; on Supabase the publication exists and " + FIX_REALTIME)
     elif sql.one("select 1 from pg_publication_tables where pubname = 'supabase_realtime' and schemaname = 'public' "
                  "and tablename = %s", TABLE) is None:
-        d.add("realtime", "fail", "training_predictions is not in the supabase_realtime publication: the UI's "
-              "live stream gets no new rows", FIX_REALTIME)
+        d.add("realtime", "warn", "training_predictions is not in the supabase_realtime publication (as the "
+              "platform deployed it): the UI's live stream gets no new rows; the page shows them when reloaded",
+              FIX_REALTIME)
     else:
         d.add("realtime", "pass", "training_predictions is in the supabase_realtime publication")
 
@@ -358,7 +381,7 @@ def _with_rest(d: Diagnosis, cfg, job: str, http_client) -> None:
 
 
 def diagnose_command(job_id: str | None = None, *, http_client=None) -> int:
-    """`entrypoint.py diagnose`: print each finding; 0 only when every check passed, else 1."""
+    """`entrypoint.py diagnose`: print each finding; 0 when nothing failed (warnings allowed), else 1."""
     d = run_checks(job_id, http_client=http_client)
     counts = Counter(f.status for f in d.findings)
     log.info(f"diagnose: {counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed, "

@@ -15,6 +15,7 @@ from predictions.store.replay import replay_spool
 from predictions.store.spool import read_spool
 from predictions.store.writers.background import BackgroundWriter
 from predictions.store.writers.base import PredictionWriter, WriteError
+from trainer.config.environment import db_url_problem
 from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_NO_INPUT, EXIT_PREFLIGHT
 from trainer.config.job import JobConfig
 
@@ -94,6 +95,10 @@ def finish_delivery(cfg: JobConfig, remote):
     stats = remote.close()
     if not stats.rows_not_delivered:
         return stats, None
+    if remote.still_writing:  # two writers at once would be safe (row ids), but not a clean end
+        log.info("predictions: no catch-up while the writer thread is still in a request; "
+                 "the rows stay in the spool: run `python entrypoint.py replay`")
+        return stats, False
     log.info(f"predictions: catching up — replaying {cfg.predictions_path.name} into {cfg.storage} "
              "(duplicates ignored)")
     writer = make_writer(cfg)
@@ -152,6 +157,9 @@ def migrate_command(db_url: str | None) -> int:
     if not db_url:
         log.info("migrate: set SUPABASE_DB_URL to the database's connection string "
                  "(Supabase: Project Settings → Database → Connection string)")
+        return EXIT_CONFIG
+    if db_url_problem(db_url):
+        log.info(f"migrate: SUPABASE_DB_URL: {db_url_problem(db_url)}")
         return EXIT_CONFIG
     from predictions.store.migrations import MigrationError, apply_migrations
 

@@ -9,6 +9,7 @@ left to the database. A row is unique on (job_id, step, sample_index).
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -66,6 +67,18 @@ NEEDED_COLUMNS: tuple[str, ...] = ("job_id", "user_id", "epoch", "step", "sample
 
 #: The conflict target: a round is keyed by global step, a sample by its index in the fixed sample.
 CONFLICT_KEY: tuple[str, ...] = ("job_id", "step", "sample_index")
+
+#: The namespace of row ids (any fixed UUID; changing it would make replays of old spools store
+#: their rows again): a row's primary key `id` is uuid5 of its CONFLICT_KEY in this namespace.
+ROW_ID_NAMESPACE = uuid.UUID("6f1c2a7e-3b5d-4e8a-9c0f-2d4b6a8e1f30")
+
+
+def row_id(job_id: Any, step: Any, sample_index: Any) -> str:
+    """The row's primary key, derived from (job_id, step, sample_index): the same row always gets the
+    same `id`, so an insert sent twice (a retry whose first try committed late, a replay, two writers
+    at once) is a conflict on the platform's primary key, never a second row — on the table as the
+    platform deployed it, which has no unique key on the three columns."""
+    return str(uuid.uuid5(ROW_ID_NAMESPACE, f"{job_id}\x1f{int(step)}\x1f{int(sample_index)}"))
 
 #: Text columns: Postgres text cannot hold NUL and each is capped (see predictions/store/sanitize.py).
 TEXT_COLUMNS: tuple[str, ...] = ("prompt", "ground_truth", "prediction")

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from predictions.store.rows import ADDED_COLUMNS, COLUMN_TYPES, NEEDED_COLUMNS, ROW_COLUMNS
+from predictions.store.rows import ADDED_COLUMNS, COLUMN_TYPES, NEEDED_COLUMNS, ROW_COLUMNS, row_id
 from predictions.store.writers.base import PermanentWriteError
 
 #: The one command that brings a table up to this image's migrations (sql/).
@@ -51,7 +51,7 @@ class TableShape:
     @classmethod
     def assumed(cls) -> TableShape:
         """What sql/ makes: every column in its type (when the table cannot be described)."""
-        return cls(dict(COLUMN_TYPES), None)
+        return cls({"id": "uuid", **COLUMN_TYPES}, None)
 
     @property
     def missing(self) -> list[str]:
@@ -71,9 +71,19 @@ class TableShape:
         self.columns.pop(column, None)
         self.check_needed()
 
+    @property
+    def derived_ids(self) -> bool:
+        """Whether rows carry their derived `id` (rows.row_id): the table's primary key is a uuid `id`,
+        as the platform made it, so every insert is idempotent on it."""
+        return self.columns.get("id") == "uuid"
+
     def adapt(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The row with only the table's columns, each value in its column's type."""
-        return {c: coerce(v, self.columns[c]) for c, v in row.items() if c in self.columns}
+        """The row with only the table's columns, each value in its column's type, and its derived
+        `id` when the table's `id` is a uuid."""
+        adapted = {c: coerce(v, self.columns[c]) for c, v in row.items() if c in self.columns and c != "id"}
+        if self.derived_ids:
+            adapted["id"] = row_id(row["job_id"], row["step"], row["sample_index"])
+        return adapted
 
     def report(self) -> list[str]:
         """Startup report lines: what the table lacks and the command that adds it."""
@@ -92,10 +102,15 @@ class TableShape:
             lines.append(f"table: columns in other types than the platform's ({'; '.join(differ)}): values are sent "
                          "in the table's types (a job id that is not a UUID cannot be stored in a uuid job_id). "
                          f"To convert them, run once: {MIGRATE_COMMAND}")
-        if self.unique_key is False:
-            lines.append("table: no unique key on (job_id, step, sample_index): each write reads which samples "
-                         "of the round are stored and inserts only the others, so every row is still stored "
-                         f"once. To add the key (and move older duplicate copies aside), run once: {MIGRATE_COMMAND}")
+        if self.unique_key is False and self.derived_ids:
+            lines.append("table: no unique key on (job_id, step, sample_index): each row's id is derived from them, "
+                         "so an insert sent twice conflicts on the primary key and every row is stored once. "
+                         f"To add the key as well (and move older duplicate copies aside), run once: {MIGRATE_COMMAND}")
+        elif self.unique_key is False:
+            lines.append("table: no unique key on (job_id, step, sample_index) and no uuid primary key `id`: each "
+                         "write reads which samples of the round are stored and inserts the others, which a retry "
+                         "that commits late can store twice. To add the key (and move duplicate copies aside), run "
+                         f"once: {MIGRATE_COMMAND}")
         if not lines:
             lines.append("table: training_predictions has every column and the unique key this image uses")
         return lines

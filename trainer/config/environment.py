@@ -10,10 +10,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trainer.demo import DEMO_MODEL
+
+
+def db_url_problem(url: str) -> str | None:
+    """Why a database URL cannot be used as written, never quoting it; None when it can. libpq takes
+    what follows the first `@` for the host and prints it when it cannot resolve it: a password's end."""
+    if "://" in url and url.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
+        return ("the password holds an unencoded '@': percent-encode it as %40 "
+                "(postgresql://user:p%40ss@host:5432/postgres)")
+    return None
 
 
 class Environment(BaseSettings):
@@ -45,6 +54,23 @@ class Environment(BaseSettings):
     HF_TOKEN: SecretStr | None = None
     HF_REPO_NAME: str | None = None
     FRESH_RUN: bool = False
+
+    @field_validator("SUPABASE_SERVICE_KEY", "SUPABASE_ANON_KEY", "JOB_TOKEN", "INTERNAL_API_KEY", "HF_TOKEN",
+                     "SUPABASE_DB_URL", mode="before")
+    @classmethod
+    def _one_line_secret(cls, value, info):
+        """A secret pasted from a file keeps its trailing newline: stripped here, or an HTTP client
+        would refuse it as a header and print it inside its error. Whitespace left inside a key or
+        token is refused (the message never shows the value); a DB URL may be libpq's `k=v k=v`."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if info.field_name == "SUPABASE_DB_URL" and db_url_problem(value):
+            raise ValueError(db_url_problem(value))
+        if info.field_name != "SUPABASE_DB_URL" and any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("holds a space, line break or control character inside; a key or token is one "
+                             "line of text: paste it again without them")
+        return value
 
 
 #: What each variable is for, the mode that needs it, and whether it is a secret. The startup

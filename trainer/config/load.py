@@ -26,7 +26,7 @@ from trainer.config.checks import (
     refuse_sharded,
     storage_mode,
 )
-from trainer.config.environment import IMAGE_HF_HOME, IMAGE_OUTPUT_DIR, Environment, Secrets, image_default
+from trainer.config.environment import IMAGE_HF_HOME, IMAGE_OUTPUT_DIR, VARIABLES, Environment, Secrets, image_default
 from trainer.config.errors import ConfigError, Problems
 from trainer.config.job import JobConfig
 from trainer.config.platform import PlatformJob, is_platform_shape, map_platform
@@ -174,7 +174,9 @@ def load_config() -> JobConfig:
     except ValidationError as e:
         failed = {}
         for err in e.errors():
-            problems.add(str(err["loc"][0]), f"{err['msg']} (got {err.get('input')!r})")
+            name = str(err["loc"][0])
+            secret = VARIABLES.get(name, ("", "", False))[2]  # a secret's value is never shown
+            problems.add(name, err["msg"] if secret else f"{err['msg']} (got {err.get('input')!r})")
             failed[str(err["loc"][0])] = None
         env = Environment(**failed)  # the rest is still checked: every problem in one message
 

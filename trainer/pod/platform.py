@@ -37,7 +37,7 @@ from tenacity import (
 )
 
 from trainer.config.calls import PlatformCalls
-from trainer.redact import redact_url
+from trainer.redact import hide, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,9 @@ def _post(client: httpx.Client, url: str, payload: dict, headers: dict[str, str]
     if r.status_code == 429 or r.status_code >= 500:
         raise TransientCallError(f"HTTP {r.status_code}")
     if r.status_code >= 400:
-        raise RejectedCallError(f"HTTP {r.status_code}: {r.text[:200]}")
+        # The server's text may echo our headers (a 401 quoting the Authorization it got): hidden.
+        ours = [v.removeprefix("Bearer ") for v in headers.values()]
+        raise RejectedCallError(f"HTTP {r.status_code}: {hide(r.text, *ours)[:200]}")
 
 
 def _post_with_retries(client, url, payload, headers, *, attempts: int, max_wait_s: float,

@@ -75,8 +75,11 @@ def _describe(name: str, cfg: JobConfig) -> tuple[str, str]:
         return "set", f"{shape}; {_json_keys(value)}"
     if name == "PREDICTIONS_CONFIG":
         return "set", _json_keys(value)
-    if name in ("DATASET_PATH", "DATASET_URL", "EVAL_DATASET_PATH") and is_url(value):
-        value = redact_url(value) + (" (query hidden)" if "?" in value else "")
+    if is_url(value.strip()):  # every URL: its userinfo and query string may be credentials
+        shown = redact_url(value.strip())
+        hidden = [what for what, there in (("userinfo", "@" in value.split("://", 1)[1].split("/", 1)[0]),
+                                           ("query", "?" in value)) if there]
+        value = shown + (f" ({' and '.join(hidden)} hidden)" if hidden else "")
     if name in ("MODEL_NAME", "OUTPUT_DIR", "FRESH_RUN") and name not in cfg.env.model_fields_set:
         return "default", value
     return "set", value if len(value) <= SHOW_CHARS else value[: SHOW_CHARS - 1] + "…"
@@ -202,7 +205,7 @@ def decisions(cfg: JobConfig, processes: int, device: str, precision: str) -> li
     if cfg.storage == "local":
         lines.append(f"predictions storage: kept locally only — {cfg.storage_reason}")
     elif cfg.storage == "supabase":
-        lines.append(f"predictions storage: Supabase API at {cfg.supabase_url} with the service_role key "
+        lines.append(f"predictions storage: Supabase API at {redact_url(cfg.supabase_url)} with the service_role key "
                      f"({cfg.storage_reason}); local spool {cfg.predictions_path}")
     else:
         lines.append(f"predictions storage: Postgres, directly ({cfg.storage_reason}); local spool {cfg.predictions_path}")

@@ -65,6 +65,7 @@ class BackgroundWriter:
         self._logged: set[str] = set()
         self._closed: DeliveryStats | None = None
         self._abandoned = threading.Event()  # close gave up waiting: write nothing more
+        self.still_writing = False  # after close: the worker outlived its cancel (see _cancel_inner)
         self._thread = threading.Thread(target=self._run, name=f"predictions-{self.name}-writer", daemon=True)
         self._thread.start()
 
@@ -108,6 +109,7 @@ class BackgroundWriter:
                 f"predictions: the {self.name} writer did not finish within {self.drain_timeout_s:g} s; "
                 "giving up on the rounds still queued"
             )
+            self._cancel_inner()
         self._close_inner()
         with self._lock:
             self._stats.rows_pending_at_close = self._pending_rows
@@ -167,6 +169,21 @@ class BackgroundWriter:
         # After close gave up, the round in flight was already reported as pending: no new line.
         if (first or not log_once) and not self._abandoned.is_set():
             log.info(f"predictions: {message}")
+
+    def _cancel_inner(self) -> None:
+        """Stop the write in flight and wait for the thread to end (the inner writer's bound), so
+        that nothing of this writer still writes while a catch-up replay does. A thread that
+        outlives the bound is said (`still_writing`) and the caller leaves the catch-up to `replay`."""
+        cancel = getattr(self.inner, "cancel", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception as e:  # noqa: BLE001 - a failed cancel must not lose the stats
+                log.info(f"predictions: cancelling the {self.name} writer failed: {type(e).__name__}: {e}")
+            self._thread.join(timeout=float(getattr(self.inner, "cancel_bound_s", 30)))
+        self.still_writing = self._thread.is_alive()
+        if self.still_writing:
+            log.info(f"predictions: the {self.name} writer is still in a request after being cancelled")
 
     def _close_inner(self) -> None:
         try:

@@ -29,6 +29,11 @@ class PredictionWriter(Protocol):
     `write` stores one batch and must be idempotent: writing the same (job_id, step,
     sample_index) twice leaves one row. It raises TransientWriteError or PermanentWriteError.
     `close` flushes and releases resources; it is called once, at the end of training.
+
+    A database writer also has `cancel()`, callable from another thread: no new attempt starts, a
+    retry's wait ends, the request in flight is cut short where the client can (Postgres cancels
+    the query), and `write` then raises TransientWriteError within `cancel_bound_s` seconds. The
+    background writer uses it so that no write is left running while a catch-up replay writes.
     """
 
     name: str

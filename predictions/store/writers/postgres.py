@@ -1,9 +1,9 @@
 """The direct Postgres writer (psycopg): for a self-hosted Postgres, and CI's end-to-end tests.
 
 Used when SUPABASE_DB_URL is set and SUPABASE_URL is not. Same contract as the Supabase writer:
-one insert per batch in one transaction, duplicates on (job_id, step, sample_index) ignored —
-with the unique key by ON CONFLICT, without it (the platform's table before the migrations) by
-inserting only keys not yet stored —, only the columns the table has, in their types
+one insert per batch in one transaction, duplicates on (job_id, step, sample_index) ignored by
+ON CONFLICT — on the unique key the migrations add, and on the primary key `id` each row derives
+from the three (the platform's table as deployed) —, only the columns the table has, in their types
 (predictions/store/tableshape.py, read from the catalog on first use),
 errors typed as transient (connection lost: retry later) or permanent (the message says what to
 fix). Rows are sanitised here, as the Supabase writer does (predictions/store/sanitize.py).
@@ -11,12 +11,14 @@ fix). Rows are sanitised here, as the Supabase writer does (predictions/store/sa
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any, Callable, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set, wait_exponential_jitter
 
 from predictions.store.rows import CONFLICT_KEY, ROW_COLUMNS
 from predictions.store.sanitize import sanitize_row
@@ -25,11 +27,12 @@ from predictions.store.writers.base import PermanentWriteError, TransientWriteEr
 from trainer.redact import hide
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 TABLE = "training_predictions"
 FIX_TABLE = f"table public.training_predictions not found: apply the migrations once: {MIGRATE_COMMAND}"
-FIX_PRIVILEGE = ("the database role may not insert into public.training_predictions: connect as a role with "
-                 "the grants of sql/ (the service role or the table's owner)")
+FIX_PRIVILEGE = ("the database role may not insert into (or read) public.training_predictions: connect "
+                 "SUPABASE_DB_URL as a role with the grants of sql/ (the service role or the table's owner)")
 FIX_SCHEMA = f"public.training_predictions does not match sql/: apply the migrations once: {MIGRATE_COMMAND}"
 
 #: The table's columns and their types as the catalog formats them ("integer", "double precision").
@@ -49,20 +52,22 @@ select exists (
 
 
 def _insert_statement(shape: TableShape) -> tuple[sql.Composed, list[str]]:
-    """The insert for `shape` and its parameter columns: ON CONFLICT with the key; without it
-    `insert … select … where not exists` the same key (the key's three columns come twice)."""
-    columns = [c for c in ROW_COLUMNS if c in shape.columns]
+    """The insert for `shape` and its parameter columns. `on conflict do nothing` without a target
+    makes every unique index an arbiter: the key on (job_id, step, sample_index) where the migrations
+    made it, and the primary key `id`, which each row derives from the same three (rows.row_id), on
+    the platform's table as deployed — so an insert sent twice, or by two writers at once, stores one
+    row. Without the key, `where not exists` the same three also skips rows stored earlier under
+    random ids (the key's three columns come twice)."""
+    columns = (["id"] if shape.derived_ids else []) + [c for c in ROW_COLUMNS if c in shape.columns]
     values = sql.SQL(", ").join(
         sql.SQL("{}::{}").format(sql.Placeholder(), sql.SQL(shape.columns[c])) for c in columns)
     target = sql.SQL("insert into public.{} ({})").format(
         sql.Identifier(TABLE), sql.SQL(", ").join(map(sql.Identifier, columns)))
     if shape.unique_key:
-        statement = sql.SQL("{} values ({}) on conflict ({}) do nothing").format(
-            target, values, sql.SQL(", ").join(map(sql.Identifier, CONFLICT_KEY)))
-        return statement, columns
+        return sql.SQL("{} values ({}) on conflict do nothing").format(target, values), columns
     exists = sql.SQL(" and ").join(
         sql.SQL("{} = {}::{}").format(sql.Identifier(c), sql.Placeholder(), sql.SQL(shape.columns[c])) for c in CONFLICT_KEY)
-    statement = sql.SQL("{} select {} where not exists (select 1 from public.{} where {})").format(
+    statement = sql.SQL("{} select {} where not exists (select 1 from public.{} where {}) on conflict do nothing").format(
         target, values, sql.Identifier(TABLE), exists)
     return statement, columns + list(CONFLICT_KEY)
 
@@ -118,12 +123,16 @@ class PostgresWriter:
         self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self._conn: psycopg.Connection | None = None
         self._shape: TableShape | None = None
+        self._cancelled = threading.Event()
+        # After cancel(): a query is cancelled at once; a connect in progress takes its timeout.
+        self.cancel_bound_s = self._connect_timeout + 5
         # Transient failures only (a restart, a dropped connection), bounded: the round is in the
         # spool anyway, and `python entrypoint.py replay` can send it later.
         self._retrying = Retrying(
             retry=retry_if_exception_type(TransientWriteError),
-            stop=stop_after_attempt(max_attempts),
+            stop=stop_after_attempt(max_attempts) | stop_when_event_set(self._cancelled),
             wait=wait_exponential_jitter(multiplier=0.5, max=backoff_max_s),
+            sleep=self._cancelled.wait,  # cancel() ends a wait between attempts
             reraise=True,
         )
 
@@ -141,6 +150,8 @@ class PostgresWriter:
 
     def _run(self, fn: Callable[[psycopg.Connection], T]) -> T:
         """`fn(conn)` in one transaction; psycopg errors become typed write errors, URL-free."""
+        if self._cancelled.is_set():
+            raise TransientWriteError("Postgres: the write was cancelled (the writer is closing)")
         try:
             conn = self._connection()
             with conn.transaction():
@@ -192,8 +203,10 @@ class PostgresWriter:
         def check(conn: psycopg.Connection) -> None:
             if conn.execute("select to_regclass('public.training_predictions')").fetchone()[0] is None:
                 raise PermanentWriteError(FIX_TABLE)
+            # INSERT, and SELECT: the insert's `where not exists` reads the table.
             allowed = conn.execute(
                 "select has_table_privilege(current_user, 'public.training_predictions', 'INSERT')"
+                " and has_table_privilege(current_user, 'public.training_predictions', 'SELECT')"
             ).fetchone()[0]
             if not allowed:
                 raise PermanentWriteError(FIX_PRIVILEGE)
@@ -201,6 +214,17 @@ class PostgresWriter:
             self._table_shape(conn)
 
         self._run(check)
+
+    def cancel(self) -> None:
+        """From another thread: cancel the query in flight (libpq's cancel request, made for this)
+        and start no other (base.py)."""
+        self._cancelled.set()
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.cancel_safe(timeout=self._connect_timeout)
+            except psycopg.Error as e:  # the connection is gone already: nothing in flight on it
+                log.info(f"predictions: cancelling the Postgres query: {hide(str(e), self._url)}")
 
     def close(self) -> None:
         """Close the connection; a later write would open a new one."""

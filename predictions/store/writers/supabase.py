@@ -4,9 +4,9 @@ Only the service-role key writes (the platform's pods write with it). The writer
 live table, which it reads at preflight from PostgREST's OpenAPI description: it sends only the
 columns the table has, in their types (predictions/store/tableshape.py). With the unique key on
 (job_id, step, sample_index) one batched upsert per request ignores duplicates; without it (the
-platform's table as the platform made it: ON CONFLICT answers 42P10) each write reads which
-samples of the round are stored and inserts only the others. Either way a retried or replayed
-round never doubles a row. Failures are sorted into TransientWriteError (retried here with tenacity) and
+platform's table as the platform made it: ON CONFLICT answers 42P10) the upsert is on the primary
+key `id`, which every row derives from its (job_id, step, sample_index) (rows.row_id). Either way
+a retried, replayed or concurrent insert never doubles a row. Failures are sorted into TransientWriteError (retried here with tenacity) and
 PermanentWriteError (never retried; the message says what to fix). The key never appears in a
 message or a repr.
 """
@@ -22,7 +22,7 @@ import httpx
 from postgrest.exceptions import APIError
 from postgrest.types import ReturnMethod
 from supabase import ClientOptions, create_client
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set, wait_exponential_jitter
 from tenacity.wait import wait_base
 
 from predictions.store.keys import key_role
@@ -139,6 +139,8 @@ class SupabaseWriter:
         self.max_attempts = max_attempts
         self.wait = wait if wait is not None else wait_exponential_jitter(initial=0.5, max=backoff_max_s)
         self._owns_http = http_client is None
+        self._cancelled = threading.Event()
+        self.cancel_bound_s = timeout_s + 5  # one request in flight when cancel() comes, then nothing
         # HTTP/1.1: postgrest-py's own client speaks h2, where one GOAWAY fails every request
         # multiplexed on the connection; the explicit timeout bounds a hung request.
         self._http = http_client or httpx.Client(
@@ -193,6 +195,10 @@ class SupabaseWriter:
     def report(self) -> list[str]:
         """Startup report lines about the table (after preflight): what it lacks, the fix."""
         return self.table_shape().report()
+
+    def cancel(self) -> None:
+        """From another thread: no new request, no more waiting between attempts (base.py)."""
+        self._cancelled.set()
 
     def close(self) -> None:
         """Release the connections (only those of a client this writer made)."""
@@ -255,22 +261,28 @@ class SupabaseWriter:
             self._shape = TableShape.assumed()
 
     def _store(self, rows: list[dict[str, Any]]) -> None:
-        """Store rows once: an upsert ignoring duplicates, or without the unique key, an insert of
-        the samples not yet stored. A column the server does not know (PGRST204) is dropped from
-        the shape and the rows sent again without it."""
+        """Store rows once. With the unique key: an upsert on it, duplicates ignored. Without it (the
+        platform's table as deployed): an upsert on the primary key `id`, which each row derives from
+        its (job_id, step, sample_index) — an insert sent twice (a retry after a response that was
+        lost or committed late, a replay, a second writer) is a conflict, never a second row. Only
+        a table without a uuid `id` falls back to reading which samples are stored. A column the
+        server does not know (PGRST204) is dropped from the shape and the rows sent again without it."""
         shape = self.table_shape()
         while True:
             try:
                 if shape.unique_key is not False:
                     try:
-                        self._upsert(rows)
+                        self._upsert_on_key(rows)
                         shape.unique_key = True
                         return
                     except PermanentWriteError as e:
                         if getattr(e, "code", None) != "42P10":  # no unique key for ON CONFLICT
                             raise
                         shape.unique_key = False
-                self._insert_missing(rows)
+                if shape.derived_ids:
+                    self._upsert(self._not_stored_earlier(rows), on_conflict="id")
+                else:
+                    self._insert_missing(rows)
                 return
             except PermanentWriteError as e:
                 column = _unknown_column(e)
@@ -279,8 +291,32 @@ class SupabaseWriter:
                 shape.drop(column)  # raises for a needed column
                 rows = [{k: v for k, v in r.items() if k != column} for r in rows]
 
+    def _upsert_on_key(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            self._upsert(rows, on_conflict=ON_CONFLICT)
+        except PermanentWriteError as e:
+            # Two writers inserting the same new row at once: ON CONFLICT's target is the unique key,
+            # so Postgres reports the primary key's conflict (23505) once the other one commits. Sent
+            # again, the key sees that row and the insert does nothing.
+            if getattr(e, "code", None) != "23505" or not self.table_shape().derived_ids:
+                raise
+            self._upsert(rows, on_conflict=ON_CONFLICT)
+
+    def _not_stored_earlier(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`rows` less the samples whose round already holds them under another id (rows an earlier
+        version of this image stored with random ids). Not what makes the write idempotent (the
+        derived id does, also while this read races a concurrent insert): a guard for old rows."""
+        rounds = {(r["job_id"], r["step"]) for r in rows}
+        stored: set[tuple[Any, Any, Any]] = set()
+        for job_id, step in rounds:
+            query = self._client.table(TABLE).select("sample_index").eq("job_id", job_id).eq("step", step)
+            stored |= {(job_id, step, r["sample_index"]) for r in self._execute(query)}
+        return [r for r in rows if (r["job_id"], r["step"], r["sample_index"]) not in stored]
+
     def _insert_missing(self, rows: list[dict[str, Any]]) -> None:
-        """Without the unique key: per (job_id, step), read the stored sample indexes, insert the rest."""
+        """A table without the unique key nor a uuid `id` (none the platform made): per (job_id,
+        step), read the stored sample indexes, insert the rest. A retry whose first try commits
+        after this read stores a row twice: the startup report says so and names `migrate`."""
         by_round: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             by_round[(row["job_id"], row["step"])].append(row)
@@ -295,10 +331,12 @@ class SupabaseWriter:
             if fresh:
                 self._execute(self._client.table(TABLE).insert(list(fresh.values()), returning=ReturnMethod.minimal))
 
-    def _upsert(self, rows: list[dict[str, Any]]) -> None:
+    def _upsert(self, rows: list[dict[str, Any]], *, on_conflict: str) -> None:
+        if not rows:
+            return
         query = self._client.table(TABLE).upsert(
             rows,
-            on_conflict=ON_CONFLICT,
+            on_conflict=on_conflict,
             ignore_duplicates=True,  # first write wins: a replay never overwrites or doubles
             returning=ReturnMethod.minimal,  # nothing to read back; saves the response body
         )
@@ -314,6 +352,8 @@ class SupabaseWriter:
     def _execute(self, query: Any) -> list[dict[str, Any]]:
         """Run one request and return its rows; any failure becomes a Transient- or PermanentWriteError."""
         self._status.value = None
+        if self._cancelled.is_set():
+            raise TransientWriteError(f"{TABLE}: the write was cancelled (the writer is closing)")
         try:
             return query.execute().data or []
         except TRANSIENT_HTTPX as e:
@@ -343,7 +383,8 @@ class SupabaseWriter:
         retrying = Retrying(
             retry=retry_if_exception_type(TransientWriteError),
             wait=self.wait,
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(self.max_attempts) | stop_when_event_set(self._cancelled),
+            sleep=self._cancelled.wait,  # cancel() ends a wait between attempts
             reraise=True,
         )
         try:
