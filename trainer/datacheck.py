@@ -62,17 +62,17 @@ def sources(cfg: JobConfig) -> list[Source]:
     return found
 
 
-def fetch(source: Source, output_dir: Path) -> Path:
-    """The local file of `source` (downloaded once onto the volume); DataError naming it if not."""
+def fetch(source: Source, output_dir: Path, job_id: str) -> Path:
+    """The local file of `source` (downloaded once onto the volume, for this job); DataError naming it if not."""
     try:
-        return local_path(source.location, output_dir)
+        return local_path(source.location, output_dir, job_id)
     except DownloadError as e:
         raise DataError(f"{source.variable}: {e}") from None
 
 
 def local_files(cfg: JobConfig) -> list[Path]:
     """The local files of every source (what the demo's tokenizer is trained on)."""
-    return [fetch(s, cfg.output_dir) for s in sources(cfg)]
+    return [fetch(s, cfg.output_dir, cfg.job_id) for s in sources(cfg)]
 
 
 def user_data(cfg: JobConfig) -> bool:
@@ -106,7 +106,7 @@ def check_data(cfg: JobConfig) -> None:
     files: list[tuple[Source, FileRows]] = []
     paths = []
     for source in sources(cfg):
-        path = fetch(source, cfg.output_dir)
+        path = fetch(source, cfg.output_dir, cfg.job_id)
         paths.append(path)
         try:
             files.append((source, read_rows(path, name=source.label)))

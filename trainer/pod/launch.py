@@ -82,9 +82,9 @@ def strategy_refusal(device: str, environ=os.environ) -> str | None:
 def launch_command(processes: int, precision: str, device: str) -> tuple[list[str], dict[str, str]]:
     """The `accelerate launch` command line and the extra environment it needs."""
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        # The launcher's own CalledProcessError traceback says nothing the training process did not
-        # print already; the parent reports the exit code (and a data error as 78).
+        # `accelerate launch`, keeping the training processes' own exit code and naming a killed one
+        # (trainer/pod/supervise.py); its arguments are accelerate's.
+        sys.executable, "-m", "trainer.pod.supervise",
         "--quiet",
         "--num_machines", "1",
         "--num_processes", str(processes),
@@ -107,18 +107,24 @@ def launch_command(processes: int, precision: str, device: str) -> tuple[list[st
 
 
 def run_children(cmd: list[str], extra_env: dict[str, str]) -> int:
-    """Run the launch in its own process group; forward SIGTERM / SIGINT to the whole group.
-    Returns the children's exit code (128 + signal number when a signal ended them)."""
+    """Run the launch in its own process group; on SIGTERM / SIGINT stop the whole group.
+    Returns the children's exit code (128 + signal number when a signal ended them), and
+    128 + the signal received when they were stopped: a stop is a stop whatever the children
+    made of it (a rank whose peer went first fails with "Connection reset by peer")."""
     env = {**os.environ, **extra_env}
     root = str(Path(__file__).resolve().parents[2])  # the checkout (or /app): trainer/pod/launch.py
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, _processes(cmd)))))
     child = subprocess.Popen(cmd, env=env, cwd=root, start_new_session=True)
 
+    stopped: list[int] = []
+
     def forward(signum, _frame):
         log.info(f"entrypoint: got {signal.Signals(signum).name}; stopping the training processes")
+        stopped.append(signum)
         try:
-            os.killpg(child.pid, signum)
+            # SIGTERM for both: a SIGINT would be a KeyboardInterrupt traceback in every rank.
+            os.killpg(child.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
 
@@ -127,7 +133,7 @@ def run_children(cmd: list[str], extra_env: dict[str, str]) -> int:
         code = child.wait()
         if code < 0:
             code = 128 - code
-        return code
+        return 128 + stopped[0] if stopped and code != 0 else code
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
