@@ -263,7 +263,7 @@ def test_a_job_stopped_by_a_full_disk_resumes_on_restart(monkeypatch, tmp_path, 
 
 def _write_many(args):
     out, key = args
-    for i in range(150):
+    for i in range(250):
         write_state(out, **{key: i})
 
 
@@ -274,7 +274,7 @@ def test_job_state_updates_from_several_processes_are_never_lost(tmp_path):
     with multiprocessing.get_context("fork").Pool(len(keys)) as pool:
         pool.map(_write_many, [(tmp_path, k) for k in keys])
     state = read_state(tmp_path)
-    assert {k: state.get(k) for k in keys} == dict.fromkeys(keys, 149)
+    assert {k: state.get(k) for k in keys} == dict.fromkeys(keys, 249)
 
 
 def test_alerts_retry_transient_errors_and_not_a_refusal(monkeypatch, tmp_path, caplog):

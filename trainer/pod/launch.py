@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from trainer.config.job import JobConfig
+from trainer.pod.supervise import SUPERVISOR_PID
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def run_children(cmd: list[str], extra_env: dict[str, str]) -> int:
     Returns the children's exit code (128 + signal number when a signal ended them), and
     128 + the signal received when they were stopped: a stop is a stop whatever the children
     made of it (a rank whose peer went first fails with "Connection reset by peer")."""
-    env = {**os.environ, **extra_env}
+    env = {**os.environ, **extra_env, SUPERVISOR_PID: str(os.getpid())}  # they stop if this process dies
     root = str(Path(__file__).resolve().parents[2])  # the checkout (or /app): trainer/pod/launch.py
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, _processes(cmd)))))

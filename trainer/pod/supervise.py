@@ -29,6 +29,9 @@ from trainer.pod.state import write_state
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".entrypoint.lock"
+#: The process that started this one (the entrypoint for the launcher, the launcher for a
+#: training process): a process that finds another parent started after its own ended.
+SUPERVISOR_PID = "TRAINER_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -40,16 +43,18 @@ def output_dir_from_env() -> Path:
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Ask the kernel to send `sig` to this process when its parent ends (Linux's
-    PR_SET_PDEATHSIG). Outside a container nothing else stops a training process whose
-    entrypoint was SIGKILLed: it would keep the GPU and write to the volume. Elsewhere: no-op."""
-    if not sys.platform.startswith("linux"):
+    PR_SET_PDEATHSIG), then name this process the supervisor of the ones it starts. Outside a
+    container nothing else stops a training process whose entrypoint was SIGKILLed: it would keep
+    the GPU and write to the volume. Elsewhere: no-op."""
+    expected = os.environ.get(SUPERVISOR_PID, "")
+    os.environ[SUPERVISOR_PID] = str(os.getpid())  # inherited by what this process starts
+    if not sys.platform.startswith("linux") or not expected.isdigit():
         return
-    parent = os.getppid()
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # the parent ended before the request: nobody will send it
+    if os.getppid() != int(expected):  # the parent ended before the request: nobody will send it
         os.kill(os.getpid(), sig)
 
 
@@ -79,13 +84,21 @@ def _simple_launcher(args) -> None:
     from accelerate.commands.launch import prepare_simple_launcher_cmd_env
 
     cmd, env = prepare_simple_launcher_cmd_env(args)
-    code = subprocess.Popen(cmd, env=env).wait()
+    child = subprocess.Popen(cmd, env=env)
+
+    def stop(_signum, _frame):  # the entrypoint's stop, or its death (this process's PDEATHSIG)
+        child.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    code = child.wait()
     if code:
         raise _ChildExited(code)
 
 
 def launcher_main(argv: list[str] | None = None) -> int:
     """`accelerate launch` (argv: its arguments); returns how the training processes ended."""
+    die_with_parent()  # torchrun stops its workers on it; with one process the worker's own tie does
     import accelerate.commands.launch as accelerate_launch
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
