@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, wait_for
+from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, spool_rows_so_far, wait_for
 from tests.faults import CANARY, Ended, judge, run
 from tests.http_servers import FileServer
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
@@ -213,7 +213,7 @@ def test_sigterm_mid_run_flushes_the_spool_and_leaves_no_process(tmp_path):
     proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        started = wait_for(lambda: len({r["step"] for r in spool_rows(out)}) >= 2, timeout=300, interval=0.5)
+        started = wait_for(lambda: len({r["step"] for r in spool_rows_so_far(out)}) >= 2, timeout=300, interval=0.5)
         assert started, "no prediction round within 300s"
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=120)
@@ -253,7 +253,7 @@ def test_table_dropped_mid_run_keeps_every_row_in_the_spool(pg_db, tmp_path):
             return conn.execute("select count(*) from training_predictions").fetchone()[0]
 
     try:
-        assert wait_for(lambda: len(spool_rows(out)) >= 4, timeout=300, interval=0.5), "no round within 300s"
+        assert wait_for(lambda: len(spool_rows_so_far(out)) >= 4, timeout=300, interval=0.5), "no round within 300s"
         assert wait_for(lambda: stored() >= 4, timeout=60, interval=0.5)
         with psycopg.connect(pg_db, autocommit=True) as conn:
             conn.execute("drop table training_predictions cascade")
@@ -332,7 +332,7 @@ def test_sigkill_then_restart_resumes_and_every_round_is_kept_once(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         # The checkpoint's marker, not its folder: a folder still being written is not resumed from.
-        assert wait_for(lambda: (out / "checkpoint-10" / MARKER).exists() and len(spool_rows(out)) >= 8, timeout=300,
+        assert wait_for(lambda: (out / "checkpoint-10" / MARKER).exists() and len(spool_rows_so_far(out)) >= 8, timeout=300,
                         interval=0.2), "no checkpoint and two rounds within 300s"
     finally:
         kill_tree_hard(proc)

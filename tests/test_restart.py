@@ -21,7 +21,10 @@ from tests.e2e import (
     spool_rows,
     wait_for,
 )
+from predictions.store.spool import JsonlObjects
+from predictions.store.writers.local import LocalJsonlWriter
 from trainer.checkpoints import MARKER, newest_complete
+from trainer.pod.volume import end_torn_lines
 
 # "baseline": False: the demo's own baseline round (a default that stays unless named) is not wanted here
 PREDICTIONS = {"enabled": True, "sample_count": 5, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6,
@@ -94,3 +97,19 @@ def test_a_torn_checkpoint_on_the_volume_resumes_from_the_one_before(tmp_path):
     assert "restart: 6 rounds already in predictions.jsonl" in log
     after = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
     assert after == before  # steps 50 and 60 were predicted already: not written twice
+
+
+def test_a_restart_never_appends_onto_a_torn_spool_line(tmp_path, caplog):
+    """A kill mid-write leaves the spool's last line cut; before the training processes append
+    again the line is ended, so the next round's first row is a line of its own, not lost with it."""
+    spool = tmp_path / "predictions.jsonl"
+    LocalJsonlWriter(spool).write([{"step": 10, "sample_index": i} for i in range(2)])
+    with spool.open("a") as f:
+        f.write('{"step": 20, "sample_in')  # killed here
+    end_torn_lines(tmp_path)
+    end_torn_lines(tmp_path)  # a second restart changes nothing
+    LocalJsonlWriter(spool).write([{"step": 20, "sample_index": i} for i in range(2)])
+    lines = JsonlObjects(spool)
+    assert [(r["step"], r["sample_index"]) for r in lines] == [(10, 0), (10, 1), (20, 0), (20, 1)]
+    assert lines.skipped == [3]
+    assert sum("was torn" in m for m in caplog.messages) == 1
