@@ -20,8 +20,11 @@ class Environment(BaseSettings):
     """The raw environment, read by pydantic-settings. JSON variables stay text here so that a
     malformed one can be reported with its position; `load_config` parses them."""
 
-    # An empty variable (`KEY=` in an env file, "" in a template) means unset.
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", env_ignore_empty=True)
+    # An empty variable (`KEY=` in an env file, "" in a template) means unset. Surrounding
+    # whitespace (a value pasted with a space or a newline) is not part of a name, path or URL:
+    # stripped, so that MODEL_NAME=' demo' is the demo, not a model called " demo".
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", env_ignore_empty=True,
+                                      str_strip_whitespace=True)
 
     JOB_ID: str | None = None
     USER_ID: str | None = None
