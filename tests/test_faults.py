@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, spool_rows_so_far, wait_for
 from tests.faults import CANARY, Ended, judge, run
-from tests.http_servers import FileServer
+from tests.http_servers import FileServer, HubRefusals
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
 from tests.ports import free_port
 from tests.procs import processes_with
@@ -380,3 +380,44 @@ def test_a_full_disk_is_said_plainly_and_the_predictions_are_kept(tmp_path):
     expected = {(step, i) for step in (2, 4) for i in range(4)}
     judge(ended, code=74, says=["disk full: no space left", "job failed (exit 74)"], lost=len(expected - keys))
     assert [a["type"] for a in platform().alerts if "disk full" in (a.get("error_message") or "")] == ["job_failed"]
+
+
+@pytest.fixture(scope="module")
+def hub_refusals():
+    s = HubRefusals()
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize(("model", "hub", "code", "says"), [
+    ("someone/typo-model", "double", 78, ["MODEL_NAME: no model 'someone/typo-model' on the Hugging Face Hub",
+                                          "HF_TOKEN is not set"]),
+    ("gated/model", "double", 78, ["MODEL_NAME: gated/model is a gated model", "set HF_TOKEN"]),
+    ("someone/model", "offline", 69, ["MODEL_NAME: someone/model could not be fetched", "a restart tries again"]),
+])
+def test_a_model_that_cannot_be_fetched_is_one_line_naming_model_name(model, hub, code, says, hub_refusals,
+                                                                       monkeypatch, tmp_path):
+    """In the training process (the parent downloads nothing): a typo or a gated model is the
+    configuration's (78: recorded, the job waits for a fix); no network is not the job's (69: a
+    restart tries again, trainer/pod/job.py). No Hub traceback either way."""
+    import huggingface_hub.constants as hub_constants
+
+    from tests.env import set_job_env
+    from trainer.child import child_main
+    from trainer.config.load import load_config
+    from trainer.model import load_tokenizer
+
+    set_job_env(monkeypatch, tmp_path, MODEL_NAME=model, DATASET_PATH=str(tmp_path / "d.jsonl"))
+    (tmp_path / "d.jsonl").write_text(JSONL.decode())
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
+    if hub == "offline":
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    else:  # huggingface_hub keeps a client per endpoint: one double for the module
+        monkeypatch.setattr(hub_constants, "ENDPOINT", hub_refusals.url)
+        monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub_refusals.url + "/{repo_id}/resolve/{revision}/{filename}")
+    cfg = load_config()
+    assert child_main(lambda: load_tokenizer(cfg)) == code
+    error = json.loads((tmp_path / "job_state.json").read_text())["error"]
+    assert all(s in error for s in says), error
+    assert "\n" not in error

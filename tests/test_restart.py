@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from predictions.store.spool import JsonlObjects
+from predictions.store.writers.local import LocalJsonlWriter
 from tests.e2e import (
     QUICK_TRAINING,
     ROOT,
@@ -21,8 +23,6 @@ from tests.e2e import (
     spool_rows,
     wait_for,
 )
-from predictions.store.spool import JsonlObjects
-from predictions.store.writers.local import LocalJsonlWriter
 from trainer.checkpoints import MARKER, newest_complete
 from trainer.pod.volume import end_torn_lines
 

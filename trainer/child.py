@@ -15,6 +15,15 @@ from trainer.pod.supervise import die_with_parent, output_dir_from_env
 log = logging.getLogger(__name__)
 
 
+class Stop(Exception):
+    """A training process stops with `code` and a message that says it all (a model that cannot be
+    fetched, say): logged and recorded for the parent's job_failed, without a traceback."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
 def describe_exception(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}".strip()
     if type(e).__name__ == "OutOfMemoryError":  # torch's; not imported here (the parent has no torch)
@@ -34,6 +43,10 @@ def child_main(main: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         log.info("stopped (SIGINT)")
         return EXIT_INTERRUPTED
+    except Stop as e:
+        log.info(str(e))
+        record_failure(output_dir, str(e))
+        return e.code
     except Exception as e:
         if not _disk_full(e):
             record_failure(output_dir, describe_exception(e))

@@ -43,11 +43,10 @@ def output_dir_from_env() -> Path:
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Ask the kernel to send `sig` to this process when its parent ends (Linux's
-    PR_SET_PDEATHSIG), then name this process the supervisor of the ones it starts. Outside a
-    container nothing else stops a training process whose entrypoint was SIGKILLed: it would keep
-    the GPU and write to the volume. Elsewhere: no-op."""
+    PR_SET_PDEATHSIG), when its parent named itself in SUPERVISOR_PID. Outside a container nothing
+    else stops a training process whose entrypoint was SIGKILLed: it would keep the GPU and write
+    to the volume. Elsewhere: no-op."""
     expected = os.environ.get(SUPERVISOR_PID, "")
-    os.environ[SUPERVISOR_PID] = str(os.getpid())  # inherited by what this process starts
     if not sys.platform.startswith("linux") or not expected.isdigit():
         return
     try:
@@ -99,6 +98,7 @@ def _simple_launcher(args) -> None:
 def launcher_main(argv: list[str] | None = None) -> int:
     """`accelerate launch` (argv: its arguments); returns how the training processes ended."""
     die_with_parent()  # torchrun stops its workers on it; with one process the worker's own tie does
+    os.environ[SUPERVISOR_PID] = str(os.getpid())  # the training processes' parent: this process
     import accelerate.commands.launch as accelerate_launch
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
