@@ -119,6 +119,7 @@ def refused_data(tmp_path: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
     (tmp_path / "cut.jsonl.gz").write_bytes(packed[:len(packed) // 2])
     (tmp_path / "train.jsonl").write_bytes(JSONL)
     (tmp_path / "folder").mkdir()
+    (tmp_path / "one.jsonl").write_bytes(JSONL.splitlines(keepends=True)[0])
     return {
         "no usable row": ({"DATASET_PATH": str(tmp_path / "none.jsonl")},
                           ["DATASET_PATH", "no usable row", "fits no format: 1 (line 1)", "empty prompt: 1 (line 2)"]),
@@ -129,10 +130,15 @@ def refused_data(tmp_path: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
             {"DATASET_PATH": str(tmp_path / "train.jsonl"),
              "PREDICTIONS_CONFIG": json.dumps({"enabled": True, "sample_count": 4, "samples_path": str(tmp_path / "none.jsonl")})},
             ["PREDICTIONS_CONFIG.samples_path", "no usable row"]),
+        "eval_split leaving no evaluation row": (
+            {"DATASET_PATH": str(tmp_path / "one.jsonl"),
+             "TRAINING_CONFIG": json.dumps({**QUICK_TRAINING, "eval_split": 0.2, "eval_strategy": "epoch"})},
+            ["TRAINING_CONFIG.eval_split", "leaves no row to evaluate on"]),
     }
 
 
-@pytest.mark.parametrize("case", ["no usable row", "a directory", "truncated gzip", "samples without a usable row"])
+@pytest.mark.parametrize("case", ["no usable row", "a directory", "truncated gzip", "samples without a usable row",
+                                  "eval_split leaving no evaluation row"])
 def test_unusable_data_is_refused_before_training(case, tmp_path):
     values, says = refused_data(tmp_path)[case]
     ended = run(env_for(tmp_path, **values))

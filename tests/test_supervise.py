@@ -108,3 +108,20 @@ def test_a_second_entrypoint_on_the_same_output_dir_is_refused_without_touching_
     judge(ended, code=EXIT_BUSY, says=["is in use by another entrypoint", f"pid {os.getpid()}", "OUTPUT_DIR"])
     assert "launch:" not in ended.output and len(platform().alerts) == sent
     assert json.loads((out / "job_state.json").read_text()) == {"job_id": "job_faults", "status": "running"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_like_sigterm_without_a_traceback(tmp_path):
+    """A person's Ctrl-C (SIGINT to the entrypoint): 130, every process stopped, no traceback, the
+    job still running on the volume (a restart resumes). Sent once the training process exists:
+    the ranks get a SIGTERM (a SIGINT was a KeyboardInterrupt traceback in each)."""
+    out, log = tmp_path / "out", tmp_path / "log"
+    sent = len(platform().alerts)
+    proc = start(env_for(tmp_path, TRAINING_CONFIG=ENDLESS, PREDICTIONS_CONFIG={"enabled": False}), log)
+    assert wait_for(lambda: len(descendants(proc.pid)) >= 2, timeout=300, interval=0.1), log.read_text()[-3000:]
+    training = descendants(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    judge(ended(proc, log), code=128 + signal.SIGINT, says=["got SIGINT", "a restart resumes"], handled=True)
+    assert wait_for(lambda: not any(alive(pid) for pid in training), timeout=60)
+    assert json.loads((out / "job_state.json").read_text())["status"] == "running"
+    assert "job_failed" not in [a["type"] for a in platform().alerts[sent:]]

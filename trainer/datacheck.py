@@ -129,6 +129,11 @@ def check_data(cfg: JobConfig) -> None:
             log.info(line)
         if not checked.examples:
             raise DataError(f"{source.label}: no usable row (the reasons are above); {FORMATS_HELP}")
+        if (source is files[0][0] and not cfg.eval_dataset_path and cfg.training.eval_split > 0
+                and cfg.training.eval_strategy != "no" and len(checked.examples) < 2):  # one row stays to train on
+            raise DataError(f"TRAINING_CONFIG.eval_split: {cfg.training.eval_split:g} of {source.label}'s "
+                            f"{len(checked.examples)} usable row leaves no row to evaluate on; add rows, set "
+                            "EVAL_DATASET_PATH, or set eval_split to 0")
 
     if user_data(cfg):
         rows = sum(len(f.rows) for _s, f in files)
