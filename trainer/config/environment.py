@@ -74,7 +74,7 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     "INTERNAL_API_KEY": ("X-API-Key on the alert calls", "platform (alerts)", True),
     "HF_TOKEN": ("Hugging Face token: gated models, and the upload to HF_REPO_NAME", "optional", True),
     "HF_REPO_NAME": ("Hub repository the final model / adapter is uploaded to at the end", "optional", False),
-    "FRESH_RUN": ("1: start the job over (previous outputs moved aside) even if it completed or failed", "optional", False),
+    "FRESH_RUN": ("1: start the job over once (previous outputs moved aside) even if it completed or failed", "optional", False),
 }
 
 #: The image's own defaults (set in the Dockerfile), used when OUTPUT_DIR / HF_HOME are unset OR
