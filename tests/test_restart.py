@@ -113,3 +113,26 @@ def test_a_restart_never_appends_onto_a_torn_spool_line(tmp_path, caplog):
     assert [(r["step"], r["sample_index"]) for r in lines] == [(10, 0), (10, 1), (20, 0), (20, 1)]
     assert lines.skipped == [3]
     assert sum("was torn" in m for m in caplog.messages) == 1
+
+
+@pytest.mark.postgres
+def test_a_completed_job_whose_rows_were_not_delivered_delivers_them_on_restart(pg_db, tmp_path):
+    """The database was away at the end: the job completed with its rows in the spool only. A
+    restart says the job is complete (no training) and puts the rows in, once."""
+    import psycopg
+
+    from tests.test_postgres_writer import JOB, OWNER, rows
+    from trainer.pod.state import write_state
+
+    out = tmp_path / "out"
+    LocalJsonlWriter(out / "predictions.jsonl").write(rows(2) + rows(4))
+    write_state(out, job_id=JOB, status="completed", exit_code=0)
+    env = job_env(out, SUPABASE_DB_URL=pg_db, JOB_ID=JOB, USER_ID=OWNER,
+                  PREDICTIONS_CONFIG={"enabled": True, "sample_count": 3, "sample_frequency": "epoch"})
+    for _ in range(2):  # a second restart stores nothing twice
+        done = run_entrypoint(env, timeout=300)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        assert "is already complete" in done.stderr + done.stdout and "launch:" not in done.stdout + done.stderr
+    with psycopg.connect(pg_db) as conn:
+        stored = conn.execute("select step, sample_index from training_predictions where job_id = %s", (JOB,)).fetchall()
+    assert sorted(stored) == [(s, i) for s in (2, 4) for i in range(3)]
