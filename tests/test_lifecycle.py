@@ -17,7 +17,7 @@ from trainer.checkpoints import MARKER, newest_complete
 from trainer.child import child_main
 from trainer.config.calls import PlatformCalls
 from trainer.config.errors import ConfigError
-from trainer.config.exits import EXIT_DISK_FULL
+from trainer.config.exits import EXIT_DISK_FULL, EXIT_UNAVAILABLE
 from trainer.config.load import load_config
 from trainer.pod.job import finish, mark_running, previous_outcome
 from trainer.pod.platform import MetricsSender, metric_point, send_alert
@@ -249,13 +249,16 @@ def test_fresh_run_left_set_starts_over_once_and_a_restart_resumes(monkeypatch, 
     assert len(list((tmp_path / "previous").iterdir())) == 2
 
 
-def test_a_job_stopped_by_a_full_disk_resumes_on_restart(monkeypatch, tmp_path, caplog):
-    """Not the job's fault: the 74 message promises a resume, and the restart does resume."""
+@pytest.mark.parametrize(("code", "says"), [(EXIT_DISK_FULL, "a restart resumes"),
+                                           (EXIT_UNAVAILABLE, "a restart tries again")])
+def test_a_job_stopped_by_what_is_not_its_fault_resumes_on_restart(monkeypatch, tmp_path, caplog, code, says):
+    """A full disk (74) or the Hub away (69): the message promises a retry, and the restart does
+    resume instead of refusing as for a crash."""
     cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB)
     mark_running(cfg)
-    assert finish(cfg, EXIT_DISK_FULL) == EXIT_DISK_FULL
-    error = read_state(tmp_path)["error"]
-    assert error.startswith("disk full:") and "a restart resumes" in error
+    error = None if code == EXIT_DISK_FULL else "MODEL_NAME: m could not be fetched ...; a restart tries again"
+    assert finish(cfg, code, error=error) == code
+    assert says in read_state(tmp_path)["error"]
     caplog.clear()
     assert previous_outcome(cfg, fresh=False) is None
     assert "resuming" in caplog.messages[-1]

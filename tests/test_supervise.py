@@ -66,8 +66,6 @@ def test_two_training_processes_stopped_then_restarted_resume_and_a_killed_one_i
 
     proc = start(env, log)
     assert wait_for(lambda: "resume: from checkpoint-" in log.read_text(), timeout=300, interval=0.2), log.read_text()
-    resumed = int(log.read_text().split("resume: from checkpoint-")[1].split()[0])
-    assert wait_for(lambda: max(checkpoints(out)) > resumed, timeout=300, interval=0.2)  # both ranks train
     launcher = [pid for pid in descendants(proc.pid) if b"trainer.pod.supervise" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     rank1 = [pid for pid in descendants(launcher[0]) if pid in processes_with("LOCAL_RANK=1")]
     os.kill(rank1[0], signal.SIGKILL)
