@@ -42,9 +42,12 @@ def archive(output_dir: Path, owner: str | None) -> Path | None:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", owner or "unknown-job")[:80]
     dest = output_dir / ARCHIVE / f"{stamp}-{label}"
-    dest.mkdir(parents=True)
-    for entry in entries:
-        shutil.move(str(entry), str(dest / entry.name))
+    try:
+        dest.mkdir(parents=True)
+        for entry in entries:
+            shutil.move(str(entry), str(dest / entry.name))  # a rename on the same volume
+    except OSError as e:  # a read-only OUTPUT_DIR: the writability check refuses it next, by name
+        log.info(f"volume: cannot move {output_dir}'s outputs aside ({e.strerror or e})")
     return dest
 
 
