@@ -93,7 +93,8 @@ def test_a_run_sends_started_metrics_completed_and_a_rerun_says_it_is_complete(p
 def test_a_crash_in_the_training_process_sends_job_failed_and_a_restart_does_not_loop(platform, tmp_path):
     out = tmp_path / "out"
     not_a_model = tmp_path / "not-a-model"
-    not_a_model.mkdir()  # passes the configuration, fails when the training process loads it
+    not_a_model.mkdir()  # passes the configuration (it has a config.json), fails when the training process loads it
+    (not_a_model / "config.json").write_text("{}\n")
     env = platform_env(out, platform.url + METRICS_PATH, platform.url + ALERT_PATH, MODEL_NAME=str(not_a_model),
                        DATASET_PATH=str(tmp_path / "train.jsonl"), TRAINING_CONFIG=TRAINING)
     (tmp_path / "train.jsonl").write_text('{"prompt": "a", "completion": "b"}\n' * 8)
