@@ -35,7 +35,15 @@ from pathlib import Path
 
 from trainer.config import bootstrap
 from trainer.config.errors import ConfigError
-from trainer.config.exits import EXIT_CONFIG, EXIT_MIGRATION, EXIT_OK, EXIT_PREFLIGHT, EXIT_USAGE
+from trainer.config.exits import (
+    EXIT_BUSY,
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_MIGRATION,
+    EXIT_OK,
+    EXIT_PREFLIGHT,
+    EXIT_USAGE,
+)
 from trainer.config.job import JobConfig
 from trainer.config.load import load_config
 from trainer.logs import setup as setup_logging
@@ -148,6 +156,7 @@ def _after_config(cfg: JobConfig, opts, script: bootstrap.Script | None, command
     from trainer.pod.launch import device_kind, launch_command, process_count, run_children, strategy_refusal
     from trainer.pod.platform import describe as describe_calls
     from trainer.pod.report import print_report
+    from trainer.pod.volume import end_torn_lines
 
     if opts.command == "replay":
         from predictions.store.delivery import replay_command
@@ -174,8 +183,18 @@ def _after_config(cfg: JobConfig, opts, script: bootstrap.Script | None, command
     for line in describe_calls(cfg.platform):
         log.info(line)
     if opts.command == "run":
-        ended = previous_outcome(cfg, fresh=opts.fresh or cfg.env.FRESH_RUN, primary=primary)
+        from trainer.pod.supervise import OutputDirBusy, hold_output_dir
+
+        try:
+            hold_output_dir(cfg.output_dir)  # held until this process ends, however it ends
+        except OutputDirBusy as e:
+            log.info(f"refused: {e}")
+            return EXIT_BUSY
+        ended = previous_outcome(cfg, fresh=opts.fresh, primary=primary)
         if ended is not None:
+            if ended == EXIT_OK and prepare(cfg, replay_previous=True):  # rows a completed run could not deliver
+                log.info(f"the rows not yet in the database stay in {cfg.predictions_path}: "
+                         "`python entrypoint.py replay` once it is reachable")
             return ended
     stop = check_data_and_machine(cfg, processes, device)
     if stop is not None and opts.command == "run":
@@ -191,6 +210,7 @@ def _after_config(cfg: JobConfig, opts, script: bootstrap.Script | None, command
         return EXIT_OK
 
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    end_torn_lines(cfg.output_dir)
     mark_running(cfg)
     joined(cfg.output_dir, clear=True)  # a previous launch's start is not this one's
     cmd, extra_env = launch_command(processes, precision, device, cluster)
@@ -234,4 +254,8 @@ def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> tuple
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the launch (during training the handler forwards it)
+        log.info("stopped (SIGINT); nothing is left running")
+        sys.exit(EXIT_INTERRUPTED)

@@ -46,8 +46,17 @@ def as_if_interrupted(output_dir: Path) -> None:
 
 
 def spool_rows(output_dir: Path) -> list[dict]:
+    """Every row of a finished run's spool; a line that does not parse fails the test (none is torn)."""
     path = Path(output_dir) / "predictions.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def spool_rows_so_far(output_dir: Path) -> list[dict]:
+    """The rows of a spool still being written: its complete lines only (the last one may be
+    half-written at the moment it is read)."""
+    path = Path(output_dir) / "predictions.jsonl"
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]
 
 
 def kill_tree_hard(proc: subprocess.Popen) -> None:

@@ -23,6 +23,7 @@ class LoopbackServer:
 
     def close(self) -> None:
         self.httpd.shutdown()
+        self.httpd.server_close()  # a client still pointed here is refused, never left waiting
 
 
 class FileServer(LoopbackServer):
@@ -69,3 +70,25 @@ class FileServer(LoopbackServer):
     def signed(self, path: str) -> str:
         """A signed-looking URL of `path`: a token in the query and userinfo, both the `canary`."""
         return f"{self.url.replace('://', f'://user:{self.canary}@')}{path}?token={self.canary}-signature"
+
+
+class HubRefusals(LoopbackServer):
+    """The Hugging Face Hub as it answers a model it will not serve: a repository under `gated/`
+    answers 403 with `X-Error-Code: GatedRepo`, any other 401 with `X-Error-Code: RepoNotFound`
+    (the Hub answers an unknown or private repository so to an anonymous caller)."""
+
+    def __init__(self):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def answer(self):
+                gated = self.path.startswith("/gated/")
+                self.send_response(403 if gated else 401)
+                self.send_header("X-Error-Code", "GatedRepo" if gated else "RepoNotFound")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = answer  # noqa: N815 — the stdlib's names
+
+            def log_message(self, *args):
+                return None
+
+        super().__init__(Handler)

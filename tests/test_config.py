@@ -332,3 +332,31 @@ def test_redaction():
     assert redact_url("/local/file.jsonl") == "/local/file.jsonl"
     url = "https://h.io/a?token=T"
     assert redact_text(f"GET {url} failed", [url, None]) == "GET https://h.io/a failed"
+
+
+@pytest.mark.parametrize(
+    "variable, value, expected",
+    [
+        ("TRAINING_CONFIG", '{"num_train_epochs": Infinity}', "TRAINING_CONFIG.num_train_epochs: Input should be a finite number"),
+        ("TRAINING_CONFIG", {"num_train_epochs": 1e308}, "TRAINING_CONFIG.num_train_epochs: Input should be less than or equal to 10000"),
+        ("TRAINING_CONFIG", {"seed": -1}, "TRAINING_CONFIG.seed: Input should be greater than or equal to 0"),
+        ("TRAINING_CONFIG", '{"max_grad_norm": NaN}', "TRAINING_CONFIG.max_grad_norm: Input should be a finite number"),
+        ("PREDICTIONS_CONFIG", {"enabled": True, "write_timeout_s": 1e308}, "PREDICTIONS_CONFIG.write_timeout_s: Input should be less than or equal to 86400"),
+        ("PREDICTIONS_CONFIG", '{"enabled": true, "drain_timeout_s": Infinity}', "PREDICTIONS_CONFIG.drain_timeout_s: Input should be a finite number"),
+        ("PREDICTIONS_CONFIG", {"enabled": True, "seed": 2**32}, "PREDICTIONS_CONFIG.seed: Input should be less than or equal to 4294967295"),
+        ("MODEL_NAME", "/nope/model", "MODEL_NAME: /nope/model: no such folder"),
+        ("MODEL_NAME", "   ", "MODEL_NAME: empty"),
+    ],
+)
+def test_values_accepted_are_values_that_run(env, variable, value, expected):
+    """Finite, in range, checked where read: a value the report accepts never crashes a training
+    process after it (an adversarial run found each of these as a traceback)."""
+    base = {"MODEL_NAME": "m", "DATASET_PATH": env.data}
+    assert expected in error_of(env(**{**base, variable: value}))
+
+
+def test_surrounding_whitespace_is_stripped_and_an_empty_model_folder_refused(env, tmp_path):
+    assert env(MODEL_NAME=" demo\n")().is_demo  # not "DATASET_PATH is missing" for a model named " demo"
+    (tmp_path / "empty-model").mkdir()
+    assert f"MODEL_NAME: {tmp_path / 'empty-model'} is a folder without a model (no config.json)" in error_of(
+        env(MODEL_NAME=str(tmp_path / "empty-model"), DATASET_PATH=env.data))

@@ -51,6 +51,7 @@ def test_a_local_hub_style_model_gets_the_context_and_unknown_token_checks(job, 
     tokenizer = build_tokenizer(["say red cat blue dog"])
     tokenizer.model_max_length = 6
     tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "llama"}\n')  # a model folder, as MODEL_NAME needs
     rows = [*ROWS, {"prompt": "say " + "red " * 10, "completion": "x"}]
     cfg = job(MODEL_NAME=str(tmp_path / "model"), DATASET_PATH=write(tmp_path / "t.jsonl", rows))
     caplog.clear()

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, wait_for
+from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, spool_rows, spool_rows_so_far, wait_for
 from tests.faults import CANARY, Ended, judge, run
-from tests.http_servers import FileServer
+from tests.http_servers import FileServer, HubRefusals
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
 from tests.ports import free_port
 from tests.procs import processes_with
@@ -119,6 +119,7 @@ def refused_data(tmp_path: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
     (tmp_path / "cut.jsonl.gz").write_bytes(packed[:len(packed) // 2])
     (tmp_path / "train.jsonl").write_bytes(JSONL)
     (tmp_path / "folder").mkdir()
+    (tmp_path / "one.jsonl").write_bytes(JSONL.splitlines(keepends=True)[0])
     return {
         "no usable row": ({"DATASET_PATH": str(tmp_path / "none.jsonl")},
                           ["DATASET_PATH", "no usable row", "fits no format: 1 (line 1)", "empty prompt: 1 (line 2)"]),
@@ -129,10 +130,15 @@ def refused_data(tmp_path: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
             {"DATASET_PATH": str(tmp_path / "train.jsonl"),
              "PREDICTIONS_CONFIG": json.dumps({"enabled": True, "sample_count": 4, "samples_path": str(tmp_path / "none.jsonl")})},
             ["PREDICTIONS_CONFIG.samples_path", "no usable row"]),
+        "eval_split leaving no evaluation row": (
+            {"DATASET_PATH": str(tmp_path / "one.jsonl"),
+             "TRAINING_CONFIG": json.dumps({**QUICK_TRAINING, "eval_split": 0.2, "eval_strategy": "epoch"})},
+            ["TRAINING_CONFIG.eval_split", "leaves no row to evaluate on"]),
     }
 
 
-@pytest.mark.parametrize("case", ["no usable row", "a directory", "truncated gzip", "samples without a usable row"])
+@pytest.mark.parametrize("case", ["no usable row", "a directory", "truncated gzip", "samples without a usable row",
+                                  "eval_split leaving no evaluation row"])
 def test_unusable_data_is_refused_before_training(case, tmp_path):
     values, says = refused_data(tmp_path)[case]
     ended = run(env_for(tmp_path, **values))
@@ -237,7 +243,7 @@ def test_sigterm_mid_run_flushes_the_spool_and_leaves_no_process(tmp_path):
     proc = subprocess.Popen([sys.executable, "entrypoint.py"], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        started = wait_for(lambda: len({r["step"] for r in spool_rows(out)}) >= 2, timeout=300, interval=0.5)
+        started = wait_for(lambda: len({r["step"] for r in spool_rows_so_far(out)}) >= 2, timeout=300, interval=0.5)
         assert started, "no prediction round within 300s"
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=120)
@@ -277,7 +283,7 @@ def test_table_dropped_mid_run_keeps_every_row_in_the_spool(pg_db, tmp_path):
             return conn.execute("select count(*) from training_predictions").fetchone()[0]
 
     try:
-        assert wait_for(lambda: len(spool_rows(out)) >= 4, timeout=300, interval=0.5), "no round within 300s"
+        assert wait_for(lambda: len(spool_rows_so_far(out)) >= 4, timeout=300, interval=0.5), "no round within 300s"
         assert wait_for(lambda: stored() >= 4, timeout=60, interval=0.5)
         with psycopg.connect(pg_db, autocommit=True) as conn:
             conn.execute("drop table training_predictions cascade")
@@ -395,7 +401,7 @@ def test_sigkill_then_restart_resumes_and_every_round_is_kept_once(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         # The checkpoint's marker, not its folder: a folder still being written is not resumed from.
-        assert wait_for(lambda: (out / "checkpoint-10" / MARKER).exists() and len(spool_rows(out)) >= 8, timeout=300,
+        assert wait_for(lambda: (out / "checkpoint-10" / MARKER).exists() and len(spool_rows_so_far(out)) >= 8, timeout=300,
                         interval=0.2), "no checkpoint and two rounds within 300s"
     finally:
         kill_tree_hard(proc)
@@ -443,3 +449,44 @@ def test_a_full_disk_is_said_plainly_and_the_predictions_are_kept(tmp_path):
     expected = {(step, i) for step in (2, 4) for i in range(4)}
     judge(ended, code=74, says=["disk full: no space left", "job failed (exit 74)"], lost=len(expected - keys))
     assert [a["type"] for a in platform().alerts if "disk full" in (a.get("error_message") or "")] == ["job_failed"]
+
+
+@pytest.fixture(scope="module")
+def hub_refusals():
+    s = HubRefusals()
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize(("model", "hub", "code", "says"), [
+    ("someone/typo-model", "double", 78, ["MODEL_NAME: no model 'someone/typo-model' on the Hugging Face Hub",
+                                          "HF_TOKEN is not set"]),
+    ("gated/model", "double", 78, ["MODEL_NAME: gated/model is a gated model", "set HF_TOKEN"]),
+    ("someone/model", "offline", 69, ["MODEL_NAME: someone/model could not be fetched", "a restart tries again"]),
+])
+def test_a_model_that_cannot_be_fetched_is_one_line_naming_model_name(model, hub, code, says, hub_refusals,
+                                                                       monkeypatch, tmp_path):
+    """In the training process (the parent downloads nothing): a typo or a gated model is the
+    configuration's (78: recorded, the job waits for a fix); no network is not the job's (69: a
+    restart tries again, trainer/pod/job.py). No Hub traceback either way."""
+    import huggingface_hub.constants as hub_constants
+
+    from tests.env import set_job_env
+    from trainer.child import child_main
+    from trainer.config.load import load_config
+    from trainer.model import load_tokenizer
+
+    set_job_env(monkeypatch, tmp_path, MODEL_NAME=model, DATASET_PATH=str(tmp_path / "d.jsonl"))
+    (tmp_path / "d.jsonl").write_text(JSONL.decode())
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
+    if hub == "offline":
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    else:  # huggingface_hub keeps a client per endpoint: one double for the module
+        monkeypatch.setattr(hub_constants, "ENDPOINT", hub_refusals.url)
+        monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub_refusals.url + "/{repo_id}/resolve/{revision}/{filename}")
+    cfg = load_config()
+    assert child_main(lambda: load_tokenizer(cfg)) == code
+    error = json.loads((tmp_path / "job_state.json").read_text())["error"]
+    assert all(s in error for s in says), error
+    assert "\n" not in error

@@ -20,12 +20,14 @@ def server():
     s.close()
 
 
-def test_downloaded_once_and_reused(server, tmp_path):
+def test_downloaded_once_and_reused_by_the_same_job_only(server, tmp_path):
     url = f"{server.url}/data/train.jsonl?token=SECRET-SIGNATURE"
-    first = local_path(url, tmp_path)
+    first = local_path(url, tmp_path, "job-a")
     assert first.read_bytes() == server.files["/data/train.jsonl"]
-    assert local_path(url.replace("SECRET", "RESIGNED"), tmp_path) == first  # a re-signed URL: same file
+    assert local_path(url.replace("SECRET", "RESIGNED"), tmp_path, "job-a") == first  # a re-signed URL: same file
     assert len(server.hits) == 1
+    other = local_path(url, tmp_path, "job-b")  # another job on the volume: its own copy, never A's
+    assert other != first and len(server.hits) == 2
     assert "SECRET" not in str(first) and redact_url(url) == f"{server.url}/data/train.jsonl"
 
 
@@ -34,13 +36,13 @@ def test_transient_failures_are_retried(server, tmp_path, monkeypatch):
 
     monkeypatch.setattr(fetch._download.retry, "wait", lambda _state: 0)
     server.fail_first["/data/train.jsonl"] = 2
-    path = local_path(f"{server.url}/data/train.jsonl", tmp_path)
+    path = local_path(f"{server.url}/data/train.jsonl", tmp_path, "job")
     assert path.exists() and len(server.hits) == 3
 
 
 def test_missing_file_is_a_clear_error_without_the_query(server, tmp_path):
     with pytest.raises(DownloadError, match=r"not found \(404\)") as info:
-        local_path(f"{server.url}/nope.jsonl?token=SECRET", tmp_path)
+        local_path(f"{server.url}/nope.jsonl?token=SECRET", tmp_path, "job")
     assert "SECRET" not in str(info.value)
     assert not list(Path(tmp_path).rglob("*.jsonl"))
 

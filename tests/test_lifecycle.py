@@ -4,6 +4,7 @@ the job's state on the volume (a finished or failed job is not trained again), p
 from __future__ import annotations
 
 import json
+import multiprocessing
 
 import pytest
 from pydantic import SecretStr
@@ -12,13 +13,15 @@ from tests.e2e import QUICK_TRAINING, job_env, run_entrypoint
 from tests.env import set_job_env
 from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
 from tests.ports import refused_url
+from trainer.checkpoints import MARKER, newest_complete
 from trainer.child import child_main
 from trainer.config.calls import PlatformCalls
 from trainer.config.errors import ConfigError
+from trainer.config.exits import EXIT_DISK_FULL, EXIT_UNAVAILABLE
 from trainer.config.load import load_config
 from trainer.pod.job import finish, mark_running, previous_outcome
 from trainer.pod.platform import MetricsSender, metric_point, send_alert
-from trainer.pod.state import record_failure, write_state
+from trainer.pod.state import read_state, record_failure, write_state
 from trainer.progress import duration, next_round_step, progress_line
 from trainer.redact import scrub
 
@@ -90,7 +93,8 @@ def test_a_run_sends_started_metrics_completed_and_a_rerun_says_it_is_complete(p
 def test_a_crash_in_the_training_process_sends_job_failed_and_a_restart_does_not_loop(platform, tmp_path):
     out = tmp_path / "out"
     not_a_model = tmp_path / "not-a-model"
-    not_a_model.mkdir()  # passes the configuration, fails when the training process loads it
+    not_a_model.mkdir()  # passes the configuration (it has a config.json), fails when the training process loads it
+    (not_a_model / "config.json").write_text("{}\n")
     env = platform_env(out, platform.url + METRICS_PATH, platform.url + ALERT_PATH, MODEL_NAME=str(not_a_model),
                        DATASET_PATH=str(tmp_path / "train.jsonl"), TRAINING_CONFIG=TRAINING)
     (tmp_path / "train.jsonl").write_text('{"prompt": "a", "completion": "b"}\n' * 8)
@@ -179,12 +183,13 @@ def test_a_refused_preflight_or_a_failed_migration_sends_job_failed(platform, mo
     caplog.clear()  # found before training: a rerun checks again (after a fix, it just runs)
     assert previous_outcome(cfg, fresh=False) is None
     assert any("failed earlier before training" in line and why in line for line in caplog.messages)
-    # the documented switch starts over, the previous outputs kept aside, the downloaded data in place
+    # the documented switch starts over, the previous outputs (downloads too: the data may have
+    # changed since) kept aside, never deleted
     (tmp_path / "downloads").mkdir()
     (tmp_path / "downloads" / "abc-train.jsonl").write_text("{}\n")
     assert previous_outcome(cfg, fresh=True) is None
-    assert not (tmp_path / "job_state.json").exists() and list((tmp_path / "previous").glob("*/job_state.json"))
-    assert (tmp_path / "downloads" / "abc-train.jsonl").exists()
+    assert read_state(tmp_path)["attempt"] == 0 and list((tmp_path / "previous").glob("*/job_state.json"))
+    assert not (tmp_path / "downloads").exists() and list((tmp_path / "previous").glob("*/downloads/abc-train.jsonl"))
 
 
 def test_an_interrupted_attempt_resumes_and_another_jobs_state_is_not_this_ones(monkeypatch, tmp_path, caplog):
@@ -194,9 +199,86 @@ def test_an_interrupted_attempt_resumes_and_another_jobs_state_is_not_this_ones(
     caplog.clear()
     assert previous_outcome(cfg, fresh=False) is None
     assert "was interrupted" in caplog.messages[0] and "resuming" in caplog.messages[0]
-    write_state(tmp_path, job_id="another-job", status="completed")
+
+
+def test_another_jobs_outputs_on_the_volume_are_moved_aside_never_resumed_replayed_or_deleted(
+        monkeypatch, tmp_path, caplog):
+    """Job B on job A's OUTPUT_DIR: A's checkpoint, spool, model and download are kept under
+    previous/, B starts from zero on an empty volume, and the log says where A's things went."""
+    write_state(tmp_path, job_id="job-a", status="completed", exit_code=0)
+    for name in ("checkpoint-40/model.safetensors", "final/model.safetensors", "downloads/abc-train.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("A's\n")
+    (tmp_path / "checkpoint-40" / MARKER).write_text("40\njob-a\n")
+    (tmp_path / "predictions.jsonl").write_text('{"job_id": "job-a", "step": 40}\n')
+    cfg = config_for(monkeypatch, tmp_path, JOB_ID="job-b")
+    caplog.clear()
     assert previous_outcome(cfg, fresh=False) is None
-    assert "belongs to job 'another-job'" in caplog.messages[-1]
+    moved = next(line for line in caplog.messages if line.startswith("volume:"))
+    assert "held job 'job-a'" in moved and "moved to" in moved
+    kept = next((tmp_path / "previous").iterdir())
+    assert kept.name.endswith("-job-a")
+    assert {p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()} == {
+        "job_state.json", "checkpoint-40/model.safetensors", f"checkpoint-40/{MARKER}", "final/model.safetensors",
+        "downloads/abc-train.jsonl", "predictions.jsonl"}
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["previous"]
+    assert newest_complete(tmp_path, "job-b") is None
+    # the last guard, in the training process: a marker naming another job is never resumed
+    (tmp_path / "checkpoint-10").mkdir()
+    (tmp_path / "checkpoint-10" / MARKER).write_text("10\njob-a\n")
+    assert newest_complete(tmp_path, "job-b") is None and newest_complete(tmp_path, "job-a").name == "checkpoint-10"
+    assert "resume: skipping checkpoint-10: job 'job-a'" in caplog.messages[-1]
+
+
+def test_fresh_run_left_set_starts_over_once_and_a_restart_resumes(monkeypatch, tmp_path, caplog):
+    """FRESH_RUN=1 left in a template: the first start archives, a restart with it still set
+    resumes (a completed job stays complete); one start without it re-arms it."""
+    cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB, FRESH_RUN="1")
+    write_state(tmp_path, job_id=JOB, status="completed", exit_code=0)
+    assert previous_outcome(cfg, fresh=False) is None  # starts over
+    assert len(list((tmp_path / "previous").iterdir())) == 1
+    mark_running(cfg)
+    (tmp_path / "checkpoint-10").mkdir()
+    caplog.clear()
+    assert previous_outcome(cfg, fresh=False) is None  # the pod restarted, FRESH_RUN still set: resumes
+    assert (tmp_path / "checkpoint-10").exists() and len(list((tmp_path / "previous").iterdir())) == 1
+    assert any("already started over on it" in line for line in caplog.messages)
+    write_state(tmp_path, status="completed", exit_code=0)
+    assert previous_outcome(cfg, fresh=False) == 0  # completed stays completed
+    assert previous_outcome(config_for(monkeypatch, tmp_path, JOB_ID=JOB), fresh=False) == 0  # one start without it
+    assert previous_outcome(cfg, fresh=False) is None  # set again: a new request
+    assert len(list((tmp_path / "previous").iterdir())) == 2
+
+
+@pytest.mark.parametrize(("code", "says"), [(EXIT_DISK_FULL, "a restart resumes"),
+                                           (EXIT_UNAVAILABLE, "a restart tries again")])
+def test_a_job_stopped_by_what_is_not_its_fault_resumes_on_restart(monkeypatch, tmp_path, caplog, code, says):
+    """A full disk (74) or the Hub away (69): the message promises a retry, and the restart does
+    resume instead of refusing as for a crash."""
+    cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB)
+    mark_running(cfg)
+    error = None if code == EXIT_DISK_FULL else "MODEL_NAME: m could not be fetched ...; a restart tries again"
+    assert finish(cfg, code, error=error) == code
+    assert says in read_state(tmp_path)["error"]
+    caplog.clear()
+    assert previous_outcome(cfg, fresh=False) is None
+    assert "resuming" in caplog.messages[-1]
+
+
+def _write_many(args):
+    out, key = args
+    for i in range(250):
+        write_state(out, **{key: i})
+
+
+def test_job_state_updates_from_several_processes_are_never_lost(tmp_path):
+    """The parent, the launcher and every rank merge fields into job_state.json: under its lock no
+    process's update undoes another's."""
+    keys = [f"k{i}" for i in range(4)]
+    with multiprocessing.get_context("fork").Pool(len(keys)) as pool:
+        pool.map(_write_many, [(tmp_path, k) for k in keys])
+    state = read_state(tmp_path)
+    assert {k: state.get(k) for k in keys} == dict.fromkeys(keys, 249)
 
 
 def test_alerts_retry_transient_errors_and_not_a_refusal(monkeypatch, tmp_path, caplog):

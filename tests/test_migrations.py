@@ -75,7 +75,7 @@ def test_applying_twice_changes_nothing(pg_db, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("predictions")]
     assert again.applied == [] and again.already == sorted(p.name for p in SQL_DIR.glob("*.sql"))
     assert schema(pg_db) == before
-    assert again.seconds < 1.0 and "nothing pending" in lines[-1]
+    assert "nothing pending" in lines[-1]  # nothing run: no wall-clock bound (a loaded machine is slow)
 
 
 def test_every_file_run_twice_directly_is_idempotent(pg_db):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from predictions.store.spool import JsonlObjects
+from predictions.store.writers.local import LocalJsonlWriter
 from tests.e2e import (
     QUICK_TRAINING,
     ROOT,
@@ -22,6 +24,7 @@ from tests.e2e import (
     wait_for,
 )
 from trainer.checkpoints import MARKER, newest_complete
+from trainer.pod.volume import end_torn_lines
 
 # "baseline": False: the demo's own baseline round (a default that stays unless named) is not wanted here
 PREDICTIONS = {"enabled": True, "sample_count": 5, "sample_frequency": "steps", "step_interval": 10, "max_new_tokens": 6,
@@ -94,3 +97,42 @@ def test_a_torn_checkpoint_on_the_volume_resumes_from_the_one_before(tmp_path):
     assert "restart: 6 rounds already in predictions.jsonl" in log
     after = Counter((r["step"], r["sample_index"]) for r in spool_rows(out))
     assert after == before  # steps 50 and 60 were predicted already: not written twice
+
+
+def test_a_restart_never_appends_onto_a_torn_spool_line(tmp_path, caplog):
+    """A kill mid-write leaves the spool's last line cut; before the training processes append
+    again the line is ended, so the next round's first row is a line of its own, not lost with it."""
+    spool = tmp_path / "predictions.jsonl"
+    LocalJsonlWriter(spool).write([{"step": 10, "sample_index": i} for i in range(2)])
+    with spool.open("a") as f:
+        f.write('{"step": 20, "sample_in')  # killed here
+    end_torn_lines(tmp_path)
+    end_torn_lines(tmp_path)  # a second restart changes nothing
+    LocalJsonlWriter(spool).write([{"step": 20, "sample_index": i} for i in range(2)])
+    lines = JsonlObjects(spool)
+    assert [(r["step"], r["sample_index"]) for r in lines] == [(10, 0), (10, 1), (20, 0), (20, 1)]
+    assert lines.skipped == [3]
+    assert sum("was torn" in m for m in caplog.messages) == 1
+
+
+@pytest.mark.postgres
+def test_a_completed_job_whose_rows_were_not_delivered_delivers_them_on_restart(pg_db, tmp_path):
+    """The database was away at the end: the job completed with its rows in the spool only. A
+    restart says the job is complete (no training) and puts the rows in, once."""
+    import psycopg
+
+    from tests.test_postgres_writer import JOB, OWNER, rows
+    from trainer.pod.state import write_state
+
+    out = tmp_path / "out"
+    LocalJsonlWriter(out / "predictions.jsonl").write(rows(2) + rows(4))
+    write_state(out, job_id=JOB, status="completed", exit_code=0)
+    env = job_env(out, SUPABASE_DB_URL=pg_db, JOB_ID=JOB, USER_ID=OWNER,
+                  PREDICTIONS_CONFIG={"enabled": True, "sample_count": 3, "sample_frequency": "epoch"})
+    for _ in range(2):  # a second restart stores nothing twice
+        done = run_entrypoint(env, timeout=300)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        assert "is already complete" in done.stderr + done.stdout and "launch:" not in done.stdout + done.stderr
+    with psycopg.connect(pg_db) as conn:
+        stored = conn.execute("select step, sample_index from training_predictions where job_id = %s", (JOB,)).fetchall()
+    assert sorted(stored) == [(s, i) for s in (2, 4) for i in range(3)]

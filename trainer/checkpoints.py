@@ -2,8 +2,9 @@
 
 The Trainer writes `checkpoint-N/` file by file; a pod killed in the middle leaves a torn one that
 `resume_from_checkpoint` would crash on (or, worse, load half of). `MarkComplete` drops a marker
-file after the Trainer has finished saving; `newest_complete` resumes from the newest checkpoint
-that has it and skips the others.
+file after the Trainer has finished saving, naming the step and the job; `newest_complete` resumes
+from the newest checkpoint that has it, for this job, and skips the others (another job's outputs
+are moved aside before training starts: trainer/pod/volume.py; this is the last guard).
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class MarkComplete(TrainerCallback):
-    """Writes checkpoint-N/COMPLETE after the Trainer saved checkpoint-N (the main process; on a
-    cluster with `save_on_each_node`, each node's local main process, in its own OUTPUT_DIR)."""
+    """Writes checkpoint-N/COMPLETE ("N\njob\n") after the Trainer saved checkpoint-N (the main
+    process; on a cluster with `save_on_each_node`, each node's local main process, in its own
+    OUTPUT_DIR)."""
+
+    def __init__(self, job_id: str = ""):
+        self.job_id = job_id
 
     def on_save(self, args, state, control, **kwargs):
         # Every rank writes its own part (rng_state_<rank>.pth): wait until all are done.
@@ -37,7 +42,7 @@ class MarkComplete(TrainerCallback):
         if folder.is_dir():
             marker = folder / MARKER
             with open(marker, "w") as f:
-                f.write(f"{state.global_step}\n")
+                f.write(f"{state.global_step}\n{self.job_id}\n")
                 f.flush()
                 os.fsync(f.fileno())
 
@@ -58,16 +63,17 @@ def save_node_copy(model, folder: Path) -> None:
     bare.config.save_pretrained(folder)
 
 
-def complete_steps(output_dir: Path) -> list[int]:
-    """The steps of the complete checkpoints under output_dir, newest first."""
-    newest = newest_complete(output_dir)
+def complete_steps(output_dir: Path, job_id: str | None = None) -> list[int]:
+    """The steps of job `job_id`'s complete checkpoints under output_dir, newest first."""
+    newest = newest_complete(output_dir, job_id)
     if newest is None:
         return []
     return sorted((int(m.group(1)) for p in Path(output_dir).iterdir()
-                   if (m := _CHECKPOINT.match(p.name)) and (p / MARKER).exists()), reverse=True)
+                   if (m := _CHECKPOINT.match(p.name)) and (p / MARKER).exists()
+                   and (job_id is None or marker_job(p) in (None, job_id))), reverse=True)
 
 
-def newest_common(output_dir: Path) -> Path | None:
+def newest_common(output_dir: Path, job_id: str | None = None) -> Path | None:
     """The checkpoint every node resumes from: the newest step complete in every node's own
     OUTPUT_DIR (volumes are not shared between the pods of a cluster, and a node stopped while
     saving has one checkpoint fewer than the others). One node: `newest_complete`. A collective
@@ -75,8 +81,8 @@ def newest_common(output_dir: Path) -> Path | None:
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return newest_complete(output_dir)
-    mine = complete_steps(output_dir)
+        return newest_complete(output_dir, job_id)
+    mine = complete_steps(output_dir, job_id)
     everyone: list = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, mine)
     common = set(everyone[0]).intersection(*map(set, everyone[1:]))
@@ -91,8 +97,15 @@ def newest_common(output_dir: Path) -> Path | None:
     return Path(output_dir) / f"checkpoint-{step}"
 
 
-def newest_complete(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint under output_dir, or None (an empty volume starts fresh)."""
+def marker_job(path: Path) -> str | None:
+    """The job a complete checkpoint's marker names; None for a marker of an older image (step only)."""
+    lines = (path / MARKER).read_text(errors="replace").splitlines()
+    return lines[1].strip() if len(lines) > 1 and lines[1].strip() else None
+
+
+def newest_complete(output_dir: Path, job_id: str | None = None) -> Path | None:
+    """The newest complete checkpoint of job `job_id` under output_dir, or None (an empty volume
+    starts fresh). A checkpoint whose marker names another job is never resumed."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
@@ -102,6 +115,10 @@ def newest_complete(output_dir: Path) -> Path | None:
     )
     for _step, path in found:
         if (path / MARKER).exists():
-            return path
+            owner = marker_job(path)
+            if job_id is None or owner is None or owner == job_id:
+                return path
+            log.info(f"resume: skipping {path.name}: job {owner!r}'s, not job {job_id!r}'s")
+            continue
         log.info(f"resume: skipping {path.name}: incomplete (the pod stopped while it was being written)")
     return None

@@ -62,17 +62,17 @@ def sources(cfg: JobConfig) -> list[Source]:
     return found
 
 
-def fetch(source: Source, output_dir: Path) -> Path:
-    """The local file of `source` (downloaded once onto the volume); DataError naming it if not."""
+def fetch(source: Source, output_dir: Path, job_id: str) -> Path:
+    """The local file of `source` (downloaded once onto the volume, for this job); DataError naming it if not."""
     try:
-        return local_path(source.location, output_dir)
+        return local_path(source.location, output_dir, job_id)
     except DownloadError as e:
         raise DataError(f"{source.variable}: {e}") from None
 
 
 def local_files(cfg: JobConfig) -> list[Path]:
     """The local files of every source (what the demo's tokenizer is trained on)."""
-    return [fetch(s, cfg.output_dir) for s in sources(cfg)]
+    return [fetch(s, cfg.output_dir, cfg.job_id) for s in sources(cfg)]
 
 
 def user_data(cfg: JobConfig) -> bool:
@@ -106,7 +106,7 @@ def check_data(cfg: JobConfig) -> None:
     files: list[tuple[Source, FileRows]] = []
     paths = []
     for source in sources(cfg):
-        path = fetch(source, cfg.output_dir)
+        path = fetch(source, cfg.output_dir, cfg.job_id)
         paths.append(path)
         try:
             files.append((source, read_rows(path, name=source.label)))
@@ -129,6 +129,11 @@ def check_data(cfg: JobConfig) -> None:
             log.info(line)
         if not checked.examples:
             raise DataError(f"{source.label}: no usable row (the reasons are above); {FORMATS_HELP}")
+        if (source is files[0][0] and not cfg.eval_dataset_path and cfg.training.eval_split > 0
+                and cfg.training.eval_strategy != "no" and len(checked.examples) < 2):  # one row stays to train on
+            raise DataError(f"TRAINING_CONFIG.eval_split: {cfg.training.eval_split:g} of {source.label}'s "
+                            f"{len(checked.examples)} usable row leaves no row to evaluate on; add rows, set "
+                            "EVAL_DATASET_PATH, or set eval_split to 0")
 
     if user_data(cfg):
         rows = sum(len(f.rows) for _s, f in files)

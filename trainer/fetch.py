@@ -1,5 +1,6 @@
 """Data from where a pod gets it: a local path, or an https URL (a signed storage URL, say)
-downloaded once onto the volume, with retries and a size check, and reused on restart.
+downloaded once onto the volume, with retries and a size check, and reused on restart of the same
+job (keyed by the job: another job on the volume downloads its own copy).
 
 The file is stored as the server sent it: a `Content-Encoding: gzip` body stays compressed (its
 Content-Length is the compressed size, so the size check compares like with like) and the reader
@@ -41,14 +42,15 @@ class _Transient(Exception):
     pass
 
 
-def local_path(path_or_url: str, output_dir: Path) -> Path:
+def local_path(path_or_url: str, output_dir: Path, job_id: str) -> Path:
     """A local file for `path_or_url`: the path itself, or the URL's download under
-    OUTPUT_DIR/downloads (fetched once; a restarted pod reuses it)."""
+    OUTPUT_DIR/downloads (fetched once; a restarted pod of the same job reuses it)."""
     if not is_url(path_or_url):
         return Path(path_or_url)
     parts = urlsplit(path_or_url)
-    # Keyed by host and path, not the query: a re-signed URL for the same object is the same file.
-    key = hashlib.sha256(f"{parts.netloc}{parts.path}".encode()).hexdigest()[:12]
+    # Keyed by the job, host and path, not the query: a re-signed URL for the same object is the
+    # same file for this job; another job's object at the same address may have other contents.
+    key = hashlib.sha256(f"{job_id}\0{parts.netloc}{parts.path}".encode()).hexdigest()[:12]
     target = Path(output_dir) / "downloads" / f"{key}-{Path(parts.path).name or 'data'}"
     if target.exists():
         return target

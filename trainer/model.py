@@ -3,12 +3,15 @@ or QLoRA (4-bit through BitsAndBytesConfig, adapters through peft)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 
 import torch
 
+from trainer.child import Stop
+from trainer.config.exits import EXIT_CONFIG, EXIT_UNAVAILABLE
 from trainer.config.job import JobConfig
 from trainer.config.schema import DEFAULT_OPTIM, TrainingConfig, bitsandbytes_optimizer
 from trainer.datacheck import local_files, user_data
@@ -48,6 +51,39 @@ def resolve_dtype(training: TrainingConfig, precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
+def _causes(e: BaseException):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+@contextlib.contextmanager
+def fetching(cfg: JobConfig, what: str = "MODEL_NAME"):
+    """from_pretrained of the job's model, its failures said in one line naming the variable:
+    a model that does not exist or is gated is the configuration's (78, the job waits for a fix);
+    a Hub or network that cannot be reached is not the job's (69: a restart tries again)."""
+    try:
+        yield
+    except OSError as e:
+        name = cfg.training.tokenizer_name if what == "TRAINING_CONFIG.tokenizer_name" else cfg.model_name
+        kinds = {type(c).__name__ for c in _causes(e)}
+        token = "HF_TOKEN is set: its account has no access" if cfg.secrets.hf_token else "HF_TOKEN is not set"
+        if "GatedRepoError" in kinds:
+            raise Stop(EXIT_CONFIG, f"configuration error: {what}: {name} is a gated model ({token}); set HF_TOKEN to "
+                       "a token of an account that accepted the model's terms on the Hub") from None
+        if "RepositoryNotFoundError" in kinds:
+            raise Stop(EXIT_CONFIG, f"configuration error: {what}: no model {name!r} on the Hugging Face Hub (a typo? "
+                       f"a private model needs HF_TOKEN; {token}); or a local folder written by save_pretrained") from None
+        offline = kinds & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectTimeout",
+                           "ReadTimeout", "gaierror", "ConnectionError", "TimeoutError"}
+        if offline:
+            raise Stop(EXIT_UNAVAILABLE, f"{what}: {name} could not be fetched: the Hugging Face Hub is not reachable "
+                       "from this machine (no network, or the Hub is down) and it is not in the local cache. Not the "
+                       "job's fault: a restart tries again") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise Stop(EXIT_CONFIG, f"configuration error: {what}: {name} cannot be loaded: {first}") from None
+
+
 def load_tokenizer(cfg: JobConfig):
     if cfg.is_demo:  # trained on the job's own data when it has some (trainer/datacheck.py)
         return demo_tokenizer(local_files(cfg) if user_data(cfg) else None)
@@ -56,7 +92,9 @@ def load_tokenizer(cfg: JobConfig):
     from transformers import AutoTokenizer
 
     t = cfg.training
-    tokenizer = AutoTokenizer.from_pretrained(t.tokenizer_name or cfg.model_name, trust_remote_code=t.trust_remote_code)
+    with fetching(cfg, "TRAINING_CONFIG.tokenizer_name" if t.tokenizer_name else "MODEL_NAME"):
+        tokenizer = AutoTokenizer.from_pretrained(t.tokenizer_name or cfg.model_name,
+                                                  trust_remote_code=t.trust_remote_code)
     if t.padding_side:
         tokenizer.padding_side = t.padding_side
     if tokenizer.pad_token is None:  # batched training and generation need one; EOS is the usual stand-in
@@ -93,7 +131,8 @@ def load_model(cfg: JobConfig, tokenizer):
         with tempfile.TemporaryDirectory(prefix="demo-model-") as source:
             model.save_pretrained(source)
             return _load_pretrained(source, training, dtype)
-    return _load_pretrained(cfg.model_name, training, dtype)
+    with fetching(cfg):
+        return _load_pretrained(cfg.model_name, training, dtype)
 
 
 def quantization_config(training: TrainingConfig, dtype):

@@ -96,7 +96,7 @@ def load_data(cfg: JobConfig, tokenizer, *, is_main: bool = True):
     checked (by variable), once each, as the parent's data check reads them. The main process
     alone says what it held out."""
     context, files = model_context(cfg, tokenizer), sources(cfg)
-    read = {s.variable: check_file(read_rows(fetch(s, cfg.output_dir)), tokenizer, label=s.label, context=context)
+    read = {s.variable: check_file(read_rows(fetch(s, cfg.output_dir, cfg.job_id)), tokenizer, label=s.label, context=context)
             for s in files}
     train = read[files[0].variable].examples
     evaluation = read["EVAL_DATASET_PATH"].examples if "EVAL_DATASET_PATH" in read else None
@@ -176,9 +176,9 @@ def main() -> int:
         eval_ds = None
 
     model = load_model(cfg, tokenizer)
-    resume = checkpoints.newest_common(cfg.output_dir)  # every node from the same step
+    resume = checkpoints.newest_common(cfg.output_dir, cfg.job_id)  # every node from the same step of this job
 
-    callbacks, rounds, remote = [checkpoints.MarkComplete(), *progress.callbacks(cfg)], None, None
+    callbacks, rounds, remote = [checkpoints.MarkComplete(cfg.job_id), *progress.callbacks(cfg)], None, None
     samples = pick_samples(cfg, tokenizer, train, evaluation, read, quiet=not is_main) if cfg.predictions.enabled else []
     del read  # the files' rows as read: not kept through training
     if is_main and cfg.predictions.enabled and not samples:

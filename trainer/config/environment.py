@@ -29,8 +29,11 @@ class Environment(BaseSettings):
     """The raw environment, read by pydantic-settings. JSON variables stay text here so that a
     malformed one can be reported with its position; `load_config` parses them."""
 
-    # An empty variable (`KEY=` in an env file, "" in a template) means unset.
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", env_ignore_empty=True)
+    # An empty variable (`KEY=` in an env file, "" in a template) means unset. Surrounding
+    # whitespace (a value pasted with a space or a newline) is not part of a name, path or URL:
+    # stripped, so that MODEL_NAME=' demo' is the demo, not a model called " demo".
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", env_ignore_empty=True,
+                                      str_strip_whitespace=True)
 
     JOB_ID: str | None = None
     USER_ID: str | None = None
@@ -97,7 +100,7 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     "INTERNAL_API_KEY": ("X-API-Key on the alert calls", "platform (alerts)", True),
     "HF_TOKEN": ("Hugging Face token: gated models, and the upload to HF_REPO_NAME", "optional", True),
     "HF_REPO_NAME": ("Hub repository the final model / adapter is uploaded to at the end", "optional", False),
-    "FRESH_RUN": ("1: start the job over (previous outputs moved aside) even if it completed or failed", "optional", False),
+    "FRESH_RUN": ("1: start the job over once (previous outputs moved aside) even if it completed or failed", "optional", False),
 }
 
 #: The image's own defaults (set in the Dockerfile), used when OUTPUT_DIR / HF_HOME are unset OR

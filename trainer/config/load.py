@@ -165,6 +165,19 @@ def _predictions_config(env: Environment, demo: bool, platform_block: dict | Non
         return None, source, variable
 
 
+def check_model_name(model_name: str, problems: Problems) -> None:
+    """A local MODEL_NAME must hold a model; a Hub id is checked when the training process fetches it."""
+    if not model_name:
+        problems.add("MODEL_NAME", 'empty: a Hugging Face id ("org/name"), a local model folder, or unset for the demo')
+        return
+    path = Path(model_name).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        problems.add("MODEL_NAME", f"{model_name} is a folder without a model (no config.json): a local model is a "
+                     "folder written by save_pretrained (config.json, weights, tokenizer), or give a Hugging Face id")
+    elif model_name.startswith(("/", "./", "../", "~")) and not path.exists():
+        problems.add("MODEL_NAME", f"{model_name}: no such folder (a local model folder, or a Hugging Face id \"org/name\")")
+
+
 def load_config() -> JobConfig:
     """Read and validate the whole environment. Raises ConfigError listing every problem found;
     loads nothing heavy. The one write: HF_HOME gets the image's default when it is empty."""
@@ -190,6 +203,7 @@ def load_config() -> JobConfig:
             problems.add("MODEL_NAME", f"{env.MODEL_NAME!r} differs from TRAINING_CONFIG.model.name "
                          f"{platform_model!r}: set one of them, or make them equal")
     demo = model_name == DEMO_MODEL
+    check_model_name(model_name, problems)
     training, shape, sources, mapped = _training_config(env, demo, problems)
     predictions, predictions_source, pred_variable = _predictions_config(
         env, demo, mapped.predictions if mapped else None, problems)

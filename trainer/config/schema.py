@@ -8,6 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_SAMPLE_COUNT = 500  # a round generates for every sample: more would dominate training time
+MAX_EPOCHS = 10_000  # far beyond any fine-tuning; 1e308 would overflow the step count
+MAX_SEED = 2**32 - 1  # numpy's seed range (transformers' set_seed seeds numpy too)
+MAX_WAIT_S = 24 * 3600  # a write or the closing drain: a day is already no limit; more overflows the clock
 
 
 #: transformers' own lists (trainer_utils.SchedulerType, training_args.OptimizerNames), written out
@@ -44,8 +47,9 @@ def bitsandbytes_optimizer(name: str) -> bool:
 
 
 class _Strict(BaseModel):
-    # Unknown keys are errors (a typo must not silently fall back to a default).
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # Unknown keys are errors (a typo must not silently fall back to a default). Infinity and NaN
+    # are no number of epochs, seconds or rate: refused here, not by a crash after the report.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class LoraConfig(_Strict):
@@ -72,7 +76,7 @@ class QuantizationConfig(_Strict):
 class TrainingConfig(_Strict):
     """TRAINING_CONFIG: how to fine-tune. Every key has a default."""
 
-    num_train_epochs: float = Field(3, gt=0)
+    num_train_epochs: float = Field(3, gt=0, le=MAX_EPOCHS)
     max_steps: int = Field(-1, description="overrides epochs when > 0")
     learning_rate: float = Field(2e-5, gt=0)
     per_device_train_batch_size: int = Field(4, gt=0)
@@ -88,7 +92,7 @@ class TrainingConfig(_Strict):
     save_steps: int = Field(500, gt=0)
     save_total_limit: int | None = Field(2, gt=0)
     logging_steps: int = Field(10, gt=0)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     warmup_steps: float = Field(0, ge=0, description="an integer number of steps, or a ratio of all steps in [0, 1)")
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler_type: Literal[SCHEDULER_TYPES] = "linear"  # type: ignore[valid-type]
@@ -145,9 +149,9 @@ class PredictionsConfig(_Strict):
     do_sample: bool = False
     temperature: float | None = Field(None, gt=0)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     batch_size: int = Field(8, ge=1, le=256, description="prompts per generate call")
     max_text_chars: int = Field(100_000, ge=100, description="cap per text field; longer is truncated and flagged")
-    write_timeout_s: float = Field(30, gt=0)
+    write_timeout_s: float = Field(30, gt=0, le=MAX_WAIT_S)
     max_request_bytes: int = Field(4_000_000, ge=10_000)
-    drain_timeout_s: float = Field(120, ge=0, description="at the end, how long to wait for pending writes")
+    drain_timeout_s: float = Field(120, ge=0, le=MAX_WAIT_S, description="at the end, how long to wait for pending writes")

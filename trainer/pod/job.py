@@ -7,59 +7,40 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 from trainer.config.calls import calls_from_raw_environment
-from trainer.config.exits import EXIT_DISK_FULL, EXIT_KILLED, RECHECKED_ON_START, STOPPED
+from trainer.config.exits import EXIT_DISK_FULL, EXIT_KILLED, RECHECKED_ON_START, RESUMED_ON_START, STOPPED
 from trainer.config.job import JobConfig
 from trainer.pod.hub import upload_to_hub
 from trainer.pod.platform import send_alert
 from trainer.pod.state import STATE_FILE, read_state, write_state
+from trainer.pod.volume import claim
 from trainer.redact import scrub
 
 log = logging.getLogger(__name__)
 
 
-def describe_exit(code: int) -> str:
+def describe_exit(code: int, output_dir: Path | None = None) -> str:
+    if code == EXIT_DISK_FULL:  # the process could not even record its own message
+        return (f"disk full: no space left on the device of {output_dir}; free space or mount a larger volume at "
+                "OUTPUT_DIR; a restart resumes from the last complete checkpoint")
     if code == EXIT_KILLED:
         return ("the training processes were killed (SIGKILL): on a pod, usually the kernel's out-of-memory killer "
                 "(host RAM); a smaller batch or fewer dataloader workers helps")
     return f"a training process exited with code {code}; its error is in the pod's log above"
 
 
-#: Kept in place by a fresh run: inputs, not outputs (a signed URL may have expired since).
-KEEP_ON_FRESH = ("previous", "downloads")
-
-
-def _archive(output_dir: Path) -> Path | None:
-    """Move the previous run's outputs aside (a rename: instant, and nothing is lost)."""
-    entries = [e for e in output_dir.iterdir() if e.name not in KEEP_ON_FRESH] if output_dir.is_dir() else []
-    if not entries:
-        return None
-    dest = output_dir / "previous" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    dest.mkdir(parents=True)
-    for entry in entries:
-        shutil.move(str(entry), str(dest / entry.name))
-    return dest
-
-
 def previous_outcome(cfg: JobConfig, *, fresh: bool, primary: bool = True) -> int | None:
     """What the volume says about this job: an exit code when it already ended (the pod stops
-    without training again), None when it should run (first start, interrupted, or `fresh`).
+    without training again), None when it should run (first start, interrupted, `--fresh`, or
+    FRESH_RUN once). Another job's outputs are moved aside first (trainer/pod/volume.py).
     `primary` False (a cluster's other nodes): the alert is node 0's to send, not this node's."""
-    out, state = cfg.output_dir, read_state(cfg.output_dir)
-    if fresh:
-        dest = _archive(out)
-        moved = f"the previous outputs were moved to {dest}" if dest else "nothing to move aside"
-        log.info(f"fresh run (FRESH_RUN / --fresh): training job {cfg.job_id} from zero; {moved}")
-        log.info("fresh run: unset FRESH_RUN after this run, or every restart of the pod trains from zero again")
+    out = cfg.output_dir
+    if claim(out, cfg.job_id, fresh=fresh, fresh_env=cfg.env.FRESH_RUN):
         return None
+    state = read_state(out)
     if state is None:
-        return None
-    if state.get("job_id") != cfg.job_id:
-        log.info(f"job state: {out / STATE_FILE} belongs to job {state.get('job_id')!r}, not {cfg.job_id!r}; "
-            "starting this job")
         return None
     status, when = state.get("status"), state.get("time")
     calls = cfg.platform or calls_from_raw_environment()
@@ -71,6 +52,10 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool, primary: bool = True) -> in
         if primary:
             send_alert(calls, "job_completed", **progress)  # the pod still runs: the platform missed it
         return 0
+    if status == "failed" and state.get("exit_code") in RESUMED_ON_START:
+        log.info(f"job {cfg.job_id} stopped earlier on something that is not the job's own fault (exit "
+            f"{state['exit_code']}, {when}): {state.get('error')}; resuming")
+        return None
     if status == "failed" and state.get("exit_code") in RECHECKED_ON_START:
         log.info(f"job {cfg.job_id} failed earlier before training (exit {state['exit_code']}, {when}): "
             f"{state.get('error')}; checking again")
@@ -93,7 +78,7 @@ def mark_running(cfg: JobConfig) -> None:
     same = previous.get("job_id") == cfg.job_id
     write_state(cfg.output_dir, replace=True, job_id=cfg.job_id, status="running", exit_code=None, error=None,
                 attempt=(previous.get("attempt", 0) + 1) if same else 1,
-                **{k: previous[k] for k in ("step", "total_steps", "loss") if same and k in previous})
+                **{k: previous[k] for k in ("step", "total_steps", "loss", "fresh_run") if same and k in previous})
 
 
 def finish(cfg: JobConfig, code: int, *, error: str | None = None, primary: bool = True) -> int:
@@ -114,7 +99,7 @@ def finish(cfg: JobConfig, code: int, *, error: str | None = None, primary: bool
         if primary:
             send_alert(calls, "job_completed", **progress)
         return 0
-    error = scrub(error or state.get("error") or describe_exit(code))
+    error = scrub(error or state.get("error") or describe_exit(code, cfg.output_dir))
     if error.startswith("disk full:"):
         code = EXIT_DISK_FULL  # the launcher turns a training process's own code into 1
     write_state(cfg.output_dir, job_id=cfg.job_id, status="failed", exit_code=code, error=error)

@@ -20,6 +20,7 @@ import torch
 
 from trainer.config.job import JobConfig
 from trainer.pod.cluster import Cluster, network_environment
+from trainer.pod.supervise import SUPERVISOR_PID
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,9 @@ def launch_command(processes: int, precision: str, device: str,
     cluster = cluster or Cluster()
     nodes = cluster.nodes
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        # The launcher's own CalledProcessError traceback says nothing the training process did not
-        # print already; the parent reports the exit code (and a data error as 78).
+        # `accelerate launch`, keeping the training processes' own exit code and naming a killed one
+        # (trainer/pod/supervise.py); its arguments are accelerate's.
+        sys.executable, "-m", "trainer.pod.supervise",
         "--quiet",
         "--num_machines", str(nodes),
         # accelerate's --num_processes counts every node's (it gives torchrun num_processes // num_machines).
@@ -133,18 +134,24 @@ def launch_command(processes: int, precision: str, device: str,
 
 
 def run_children(cmd: list[str], extra_env: dict[str, str]) -> int:
-    """Run the launch in its own process group; forward SIGTERM / SIGINT to the whole group.
-    Returns the children's exit code (128 + signal number when a signal ended them)."""
-    env = {**os.environ, **extra_env}
+    """Run the launch in its own process group; on SIGTERM / SIGINT stop the whole group.
+    Returns the children's exit code (128 + signal number when a signal ended them), and
+    128 + the signal received when they were stopped: a stop is a stop whatever the children
+    made of it (a rank whose peer went first fails with "Connection reset by peer")."""
+    env = {**os.environ, **extra_env, SUPERVISOR_PID: str(os.getpid())}  # they stop if this process dies
     root = str(Path(__file__).resolve().parents[2])  # the checkout (or /app): trainer/pod/launch.py
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, _processes(cmd)))))
     child = subprocess.Popen(cmd, env=env, cwd=root, start_new_session=True)
 
+    stopped: list[int] = []
+
     def forward(signum, _frame):
         log.info(f"entrypoint: got {signal.Signals(signum).name}; stopping the training processes")
+        stopped.append(signum)
         try:
-            os.killpg(child.pid, signum)
+            # SIGTERM for both: a SIGINT would be a KeyboardInterrupt traceback in every rank.
+            os.killpg(child.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
 
@@ -153,7 +160,7 @@ def run_children(cmd: list[str], extra_env: dict[str, str]) -> int:
         code = child.wait()
         if code < 0:
             code = 128 - code
-        return code
+        return 128 + stopped[0] if stopped and code != 0 else code
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -1,10 +1,14 @@
 """The job's state on the volume: OUTPUT_DIR/job_state.json ({job_id, status: running | completed |
 failed, exit_code, error, time, step, total_steps, loss, attempt}). It lets a restarted pod
 recognise a job that already ended (trainer/pod/job.py): on RunPod a container that exits is
-started again, a restart loop otherwise. Written atomically; secrets scrubbed from errors."""
+started again, a restart loop otherwise. Written atomically, each read-modify-write under a lock
+(the parent, the launcher and every rank write it: unlocked, one's update would undo another's);
+secrets scrubbed from errors."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -17,6 +21,7 @@ from trainer.redact import scrub
 log = logging.getLogger(__name__)
 
 STATE_FILE = "job_state.json"
+LOCK_FILE = ".job_state.lock"
 MAX_ERROR_CHARS = 4000  # the platform stores error_message in the job row
 
 
@@ -37,15 +42,36 @@ def read_state(output_dir: Path) -> dict | None:
     return state if isinstance(state, dict) else None
 
 
+@contextlib.contextmanager
+def _locked(output_dir: Path):
+    """The state's lock, held for one read-modify-write (released when its holder dies). Where
+    it cannot be taken (OUTPUT_DIR not writable) the write below fails and says so."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(output_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
 def write_state(output_dir: Path, *, replace: bool = False, **fields: Any) -> dict:
     """Merge `fields` into job_state.json (or replace it), atomically: a pod killed mid-write
     leaves the old file, never a torn one. An OUTPUT_DIR that cannot be written (the reason the
     pod is stopping, say) is logged: the state is lost, the alert that follows is still sent."""
     output_dir = Path(output_dir)
+    with _locked(output_dir):
+        return _write(output_dir, replace, fields)
+
+
+def _write(output_dir: Path, replace: bool, fields: dict[str, Any]) -> dict:
     state = {} if replace else (read_state(output_dir) or {})
     state.update(fields, time=_now())
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
         tmp = output_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(state, indent=1) + "\n")
         os.replace(tmp, output_dir / STATE_FILE)
@@ -57,6 +83,7 @@ def write_state(output_dir: Path, *, replace: bool = False, **fields: Any) -> di
 def record_failure(output_dir: Path, error: str) -> None:
     """A training process's error, for the parent's job_failed. The first error of an attempt
     wins: it is the cause; the other ranks' errors follow from it."""
-    state = read_state(output_dir) or {}
-    if not state.get("error"):
-        write_state(output_dir, error=scrub(error)[-MAX_ERROR_CHARS:])
+    output_dir = Path(output_dir)
+    with _locked(output_dir):
+        if not (read_state(output_dir) or {}).get("error"):
+            _write(output_dir, False, {"error": scrub(error)[-MAX_ERROR_CHARS:]})
