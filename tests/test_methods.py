@@ -54,6 +54,7 @@ def test_each_method_trains_through_the_entrypoint_and_writes_rows(tmp_path, met
     printed = proc.stdout + proc.stderr
     assert proc.returncode == 0, printed[-4000:]
     assert "progress: done: step 4/4" in printed
+    assert f"  method: {method} (TRL " in printed  # the startup report names the trainer
     if method == "cpt":
         return  # raw text has no prompt to predict from
     rows = spool_rows(tmp_path / "out")
@@ -65,7 +66,7 @@ def test_each_method_trains_through_the_entrypoint_and_writes_rows(tmp_path, met
             m = r["metrics"]
             assert set(m) >= {"logp_chosen", "logp_rejected", "reward_margin", "preference_correct"}
             assert m["preference_correct"] == (1.0 if m["reward_margin"] > 0 else 0.0)
-        assert "pref. acc." in printed
+        assert "preference_accuracy=" in printed  # the round line; the rounds table has its column
     if method == "dpo":  # the baseline round: the policy is the reference, so every margin is 0
         assert all(r["metrics"]["reward_margin"] == 0.0 for r in rows if r["step"] == 0)
 
@@ -154,6 +155,19 @@ def test_preference_scores_match_a_hand_computation():
         return mean - math.log(1 - math.exp(mean))
 
     assert orpo["reward_margin"] == pytest.approx(odds(c2 / n) - odds(r2 / n), abs=1e-4)
+
+
+def test_the_platforms_rlhf_is_trained_as_kto_and_the_report_says_why(job_environ, monkeypatch):
+    from trainer.config.load import load_config
+
+    job_environ(MODEL_NAME="demo")
+    monkeypatch.setenv("TRAINING_CONFIG", json.dumps({"training": {"method": "rlhf", "beta": 0.2, "ppo_epochs": 4},
+                                                      "data": {"dataset_format": "rlhf"}}))
+    cfg = load_config()
+    assert (cfg.training.method, cfg.training.beta) == ("kto", 0.2)
+    notes = "\n".join(cfg.notes)
+    assert 'training.method "rlhf": trained as KTO' in notes
+    assert "training.ppo_epochs not used: rlhf is trained as KTO here" in notes
 
 
 def test_a_method_and_a_dataset_format_that_do_not_fit_are_refused_naming_both(job_environ, monkeypatch):
