@@ -201,3 +201,14 @@ def test_rows_a_method_cannot_train_on_are_refused_before_training(job_environ, 
     with caplog.at_level("INFO"), pytest.raises(DataError) as info:
         check_data(load_config())
     assert expected in str(info.value) + caplog.text
+
+
+def test_trls_logged_metrics_reach_the_metrics_route_as_extra_keys():
+    from trainer.pod.platform import metric_point
+
+    logs = {"loss": 0.69, "rewards/margins": 0.25, "rewards/accuracies": 0.75, "logps/chosen": -14.2,
+            "eval_rewards/margins": float("nan"), "epoch": 0.5}
+    point = metric_point(logs, step=4, epoch=0.5, total_steps=8)
+    assert point["train_loss"] == 0.69 and "loss" not in point
+    assert (point["rewards/margins"], point["rewards/accuracies"], point["logps/chosen"]) == (0.25, 0.75, -14.2)
+    assert "eval_rewards/margins" not in point  # NaN is not JSON

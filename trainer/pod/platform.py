@@ -186,6 +186,10 @@ class MetricsSender:
                 f"{self.dropped} dropped (queue full), {pending} not sent by the end")
 
 
+#: The Trainer's log keys metric_point maps to the route's own fields.
+MAPPED_LOG_KEYS = ("loss", "eval_loss", "epoch", "learning_rate", "grad_norm")
+
+
 def metric_point(logs: dict, *, step: int, epoch: float | None, total_steps: int | None,
                  samples_per_second: float | None = None, gpu: dict | None = None) -> dict | None:
     """One point in the shape the platform's metrics route reads (MetricPoint), from a Trainer
@@ -208,6 +212,11 @@ def metric_point(logs: dict, *, step: int, epoch: float | None, total_steps: int
         "total_steps": total_steps,
         "progress": round(100 * step / total_steps, 2) if total_steps else None,
     }
+    # The method's own metrics (TRL's rewards/margins, rewards/accuracies, logps/chosen, …; eval_ ones
+    # too) as extra keys. The route as deployed inserts its own fields and ignores the others (as it
+    # does total_steps): they reach it, for the day it keeps them.
+    point.update({k: _finite(v) for k, v in logs.items() if k not in MAPPED_LOG_KEYS and k not in point
+                  and isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) is not None})
     point.update(gpu or {})
     return point
 
