@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-
 #: The keys each preference sample adds to its row's `metrics`.
 PREFERENCE_METRICS = ("logp_chosen", "logp_rejected", "reward_margin", "preference_correct")
 
@@ -36,6 +34,8 @@ def answer_logps(model, tokenizer, prompt: str, answer: str) -> tuple[float, int
     answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
     if tokenizer.eos_token_id is not None:
         answer_ids = answer_ids + [tokenizer.eos_token_id]
+    import torch  # here: the report reads these modules' figures without torch
+
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids + answer_ids], device=device)
     logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
@@ -58,10 +58,12 @@ class PreferenceScorer:
     beta: float
     reference: dict[int, tuple[float, float]] = field(default_factory=dict)  # DPO: the starting model's logps
 
-    @torch.no_grad()
     def _logps(self, model, pair: Pair) -> tuple[tuple[float, int], tuple[float, int]]:
-        return (answer_logps(model, self.tokenizer, pair.prompt, pair.chosen),
-                answer_logps(model, self.tokenizer, pair.prompt, pair.rejected))
+        import torch
+
+        with torch.no_grad():
+            return (answer_logps(model, self.tokenizer, pair.prompt, pair.chosen),
+                    answer_logps(model, self.tokenizer, pair.prompt, pair.rejected))
 
     def set_reference(self, model) -> None:
         """DPO's reference: the starting model's log-probs (computed once, before training)."""

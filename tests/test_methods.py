@@ -1,10 +1,9 @@
 """Every training method (trainer/methods/) through the entrypoint on the demo model, packing's
-per-sample loss, the preference scores against a hand computation, and data that does not fit."""
+per-sample loss, TRL's metrics on the metrics route, and data that does not fit."""
 
 from __future__ import annotations
 
 import json
-import math
 import random
 
 import pytest
@@ -119,42 +118,6 @@ def test_a_packed_batch_gives_each_row_the_loss_it_has_alone():
         leaky = model(input_ids=batch["input_ids"], attention_mask=torch.ones_like(batch["input_ids"]),
                       use_cache=False).logits[0]
         assert not torch.allclose(leaky[starts[1]:starts[2]], logits[starts[1]:starts[2]], atol=1e-4)
-
-
-def _hand_logp(model, tok, prompt: str, answer: str) -> float:
-    """Summed log-probability of answer + EOS after prompt, one token at a time."""
-    p = tok(prompt, add_special_tokens=False).input_ids
-    a = tok(answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
-    total = 0.0
-    with torch.no_grad():
-        for i, token in enumerate(a):
-            logits = model(input_ids=torch.tensor([p + a[:i]])).logits[0, -1]
-            total += float(torch.log_softmax(logits, -1)[token])
-    return total
-
-
-def test_preference_scores_match_a_hand_computation():
-    from predictions.preference import Pair, PreferenceScorer
-
-    tok, model = _tiny()
-    pair = Pair("reverse: red cat", "cat red", "red cat")
-    c, r = _hand_logp(model, tok, pair.prompt, pair.chosen), _hand_logp(model, tok, pair.prompt, pair.rejected)
-    dpo = PreferenceScorer({0: pair}, tok, "dpo", beta=0.5)
-    dpo.set_reference(model)
-    with torch.no_grad():  # a step away from the reference
-        model.lm_head.weight[tok.convert_tokens_to_ids("cat")] += 0.5
-    c2, r2 = _hand_logp(model, tok, pair.prompt, pair.chosen), _hand_logp(model, tok, pair.prompt, pair.rejected)
-    got = dpo.scores(model, 0)
-    assert got["logp_chosen"] == pytest.approx(c2, abs=1e-4) and got["logp_rejected"] == pytest.approx(r2, abs=1e-4)
-    assert got["reward_margin"] == pytest.approx(0.5 * ((c2 - c) - (r2 - r)), abs=1e-4)
-    assert got["preference_correct"] == float(got["reward_margin"] > 0)
-    orpo = PreferenceScorer({0: pair}, tok, "orpo", beta=0.1).scores(model, 0)
-    n = len(tok("cat red", add_special_tokens=False).input_ids) + 1
-
-    def odds(mean):
-        return mean - math.log(1 - math.exp(mean))
-
-    assert orpo["reward_margin"] == pytest.approx(odds(c2 / n) - odds(r2 / n), abs=1e-4)
 
 
 def test_the_platforms_rlhf_is_trained_as_kto_and_the_report_says_why(job_environ, monkeypatch):
