@@ -146,6 +146,19 @@ def test_a_method_and_a_dataset_format_that_do_not_fit_are_refused_naming_both(j
             '"orpo"') in str(info.value)
 
 
+def test_settings_a_method_cannot_use_are_refused_naming_the_key(job_environ):
+    from trainer.config.errors import ConfigError
+    from trainer.config.load import load_config
+
+    job_environ(MODEL_NAME="demo", TRAINING_CONFIG=json.dumps({"method": "kto", "per_device_train_batch_size": 1,
+                                                                "packing": True}))
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    message = str(info.value)
+    assert "TRAINING_CONFIG.per_device_train_batch_size: must be at least 2 for kto" in message
+    assert "TRAINING_CONFIG.packing: packs sft and cpt rows only; kto trains on whole pairs" in message
+
+
 @pytest.mark.parametrize("method, rows, expected", [
     ("dpo", rows_for("sft", 4), 'do not fit TRAINING_CONFIG.method \'dpo\', which takes {"prompt", "chosen", "rejected"}'),
     ("sft", rows_for("dpo", 4), "no usable row for TRAINING_CONFIG.method 'sft'"),
