@@ -308,6 +308,9 @@ def usable_examples(file: FileRows, tokenizer=None, *, context: int | None = Non
                             for _l, position, fmt, row in candidates]
         return checked
     rendered = [render(row, tokenizer) for _l, _p, _f, row in candidates]
+    bos = tokenizer.bos_token
+    if method == "orpo" and bos:  # TRL's ORPO puts a BOS before every prompt it trains on: generation sees it too
+        rendered = [(p if p.startswith(bos) else bos + p, c) for p, c in rendered]
     unk = tokenizer.unk_token_id
     prompt_ids = tokenizer([p for p, _c in rendered], add_special_tokens=False).input_ids if rendered else []
     completion_ids = tokenizer([c for _p, c in rendered], add_special_tokens=False).input_ids if rendered else []
