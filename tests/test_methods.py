@@ -27,7 +27,8 @@ def rows_for(method: str, count: int = 48, seed: int = 0) -> list[dict]:
     rng, rows = random.Random(seed), []
     for i in range(count):
         w = _words(rng)
-        prompt, right, wrong = "reverse: " + " ".join(w), " ".join(reversed(w)), " ".join(w)
+        # wrong: the right first word, then the rest in the prompt's order (a fresh model has no preference)
+        prompt, right, wrong = "reverse: " + " ".join(w), " ".join(reversed(w)), " ".join([w[-1], *w[:-1]])
         rows.append({
             "sft": {"prompt": prompt, "completion": right},
             "dpo": {"prompt": prompt, "chosen": right, "rejected": wrong},
