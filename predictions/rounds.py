@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import torch
 
 from predictions.generator import SampleFailure, batch_count, generate_predictions, token_lengths
+from predictions.preference import PreferenceScorer, preference_means
 from predictions.scorer import mean_scores, score
 from predictions.store.rows import Generation, Sample, Scores, make_row
 from trainer.config.schema import PredictionsConfig
@@ -196,6 +197,7 @@ class PredictionRounds:
         group: RankGroup | None = None,
         rounds_log: Path | None = None,
         test_fault: tuple[int, int] | None = None,
+        preference: PreferenceScorer | None = None,
     ):
         assert samples, "a prediction round needs at least one sample"
         self.samples, self.tokenizer, self.settings = samples, tokenizer, settings
@@ -203,6 +205,8 @@ class PredictionRounds:
         self.local, self.remote, self.json_schema = local, remote, json_schema
         self.expected_rounds, self.rounds_log, self.test_fault = expected_rounds, rounds_log, test_fault
         self.group = group or RankGroup()
+        # The main process scores preference with its own copy of the model; a sharded one it does not hold.
+        self.preference = preference if not self.group.synced else None
         assert not self.group.is_main or local is not None, "the main process writes the spool"
         lengths = token_lengths(tokenizer, [s.prompt for s in samples])
         shares = split_samples(lengths, self.group.world_size)
@@ -238,8 +242,8 @@ class PredictionRounds:
             failures = [g for g in generations if isinstance(g, SampleFailure)]
             if len(failures) == len(generations):  # not one bad sample: the round itself failed
                 raise RoundFailed(f"every sample failed to generate, e.g. {failures[0].error}")
-            rows, scores, failed = self._rows(generations, step, epoch)
-            means = mean_scores(scores)
+            rows, scores, failed = self._rows(generations, step, epoch, model)
+            means = mean_scores(scores) | preference_means([s.values for s in scores])
             self._write(rows)
             tokens = sum(g.completion_tokens for g in generations if isinstance(g, Generation))
             result = RoundResult(number, step, epoch, len(rows), time.perf_counter() - start, True, means,
@@ -338,7 +342,7 @@ class PredictionRounds:
         assert sum(map(len, shares)) == len(by_index) == len(self.samples), "a sample came back twice or never"
         return [by_index[x.sample_index] for x in self.samples]
 
-    def _rows(self, generations, step: int, epoch: float) -> tuple[list[dict[str, Any]], list[Scores], int]:
+    def _rows(self, generations, step: int, epoch: float, model=None) -> tuple[list[dict[str, Any]], list[Scores], int]:
         s = self.settings
         rows, all_scores, failed = [], [], 0
         for sample, gen in zip(self.samples, generations, strict=True):
@@ -350,6 +354,8 @@ class PredictionRounds:
                 continue
             scores = score(gen.text, sample.ground_truth, json_parse=s.validators.json_parse,
                            json_schema=self.json_schema)
+            if self.preference is not None:  # dpo / orpo: into the row's metrics (predictions/preference.py)
+                scores.values.update(self.preference.scores(model, sample.sample_index))
             rows.append(make_row(job_id=self.job_id, user_id=self.user_id, epoch=epoch, step=step,
                                  sample=sample, generation=gen, scores=scores))
             all_scores.append(scores)  # the means are of the answers the model gave

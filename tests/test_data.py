@@ -53,7 +53,7 @@ def test_prompt_completion_and_instruction_formats(tokenizer):
 
 def test_rows_that_fit_no_format_are_skipped_and_counted_with_their_lines(tokenizer, tmp_path, caplog):
     path = tmp_path / "mixed.jsonl"
-    rows = [{"prompt": "red", "completion": "cat"}, {"text": "no format"}, {"messages": [{"role": "user", "content": "x"}]},
+    rows = [{"prompt": "red", "completion": "cat"}, {"txt": "no format"}, {"messages": [{"role": "user", "content": "x"}]},
             {"prompt": "red", "completion": "  "}, [1, 2], {"prompt": 3, "completion": "x"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     caplog.clear()

@@ -23,11 +23,9 @@ EXPECTED = {
     "stored_sft_8bit_lora.json": None,
     "deploy_route_steps_inline_schema_object.json": None,
     "deploy_route_eval_epoch_inline_schema_string.json": None,
-    "stored_dpo.json": ['TRAINING_CONFIG.training.method: "dpo": only supervised fine-tuning ("sft") is supported'],
-    "stored_rlhf.json": ['TRAINING_CONFIG.training.method: "rlhf": only supervised fine-tuning',
-                         'TRAINING_CONFIG.data.dataset_format: "rlhf": preference data'],
-    "stored_sft_packing.json": ["TRAINING_CONFIG.training.packing: true: packing several rows into one sequence "
-                                "is not supported"],
+    "stored_dpo.json": None,
+    "stored_rlhf.json": None,
+    "stored_sft_packing.json": None,
     "typo_learning_rat.json": ["TRAINING_CONFIG.training.learning_rat: unknown key; accepted: method, use_lora"],
     "several_mistakes.json": [
         "TRAINING_CONFIG.training.quantization: load_in_4bit and load_in_8bit are both true: choose one",
@@ -65,7 +63,7 @@ def test_each_platform_configuration_is_accepted_or_refused_naming_the_key(platf
         assert cfg.model_name == config["model"]["name"]
         t = config["training"]
         assert cfg.training.learning_rate == t["learning_rate"]
-        assert cfg.training.lr_scheduler_type == t["lr_scheduler_type"]
+        assert cfg.training.lr_scheduler_type == t.get("lr_scheduler_type", "linear")
         assert cfg.training.optim == t["optim"]
         assert cfg.training.per_device_train_batch_size == t["batch_size"]
         assert cfg.training.max_seq_length == t["max_length"]
@@ -74,6 +72,8 @@ def test_each_platform_configuration_is_accepted_or_refused_naming_the_key(platf
         assert cfg.training.mixed_precision == ("bf16" if t["bf16"] else "no")
         q = t.get("quantization") or {}
         assert cfg.training.quant_bits == (8 if q.get("load_in_8bit") else 4 if q.get("load_in_4bit") else None)
+        if "predictions" not in config:
+            return
         assert cfg.predictions.enabled == config["predictions"]["enabled"]
         assert cfg.predictions_source == "TRAINING_CONFIG.predictions"
         validators = config["predictions"].get("validators", {})
@@ -88,12 +88,14 @@ def test_each_platform_configuration_is_accepted_or_refused_naming_the_key(platf
     assert len(info.value.problems) == len(expected), message  # nothing else was refused
 
 
-def test_every_stored_sft_job_without_packing_is_accepted(platform_env):
-    """The platform's stored sft jobs in the corpus all load (the ones that pack are refused)."""
-    for path in CORPUS.glob("stored_sft_*.json"):
+def test_every_stored_job_loads_with_its_method(platform_env):
+    """The platform's stored jobs in the corpus all load, each with its method (rlhf as KTO) and packing."""
+    methods = {"sft": "sft", "dpo": "dpo", "orpo": "orpo", "rlhf": "kto"}
+    for path in CORPUS.glob("stored_*.json"):
         config = json.loads(path.read_text())
-        if not config["training"].get("packing"):
-            platform_env(config)
+        cfg = platform_env(config)
+        assert cfg.training.method == methods[config["training"].get("method", "sft")], path.name
+        assert cfg.training.packing == bool(config["training"].get("packing")), path.name
 
 
 def test_keys_without_effect_are_said_in_the_report_not_dropped(platform_env):

@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.config.schema import METHOD_FORMATS
+from trainer.pairs import PAIRED, answer_text, pair_format, pair_texts, render_pair, trl_row
+
 log = logging.getLogger(__name__)
 
 ALPACA = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"
@@ -39,7 +42,13 @@ GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 SHOWN_LINES = 5  # line numbers named per reason; the count covers the rest
 FORMATS_HELP = ('accepted rows: chat {"messages": [...]} ending with an assistant turn, {"prompt", "completion"}, '
-                'or {"instruction", "input", "output"}; as JSONL, a JSON list, or {"data": [...]}; plain or gzip')
+                'or {"instruction", "input", "output"} (sft); {"prompt", "chosen", "rejected"} (dpo, orpo); '
+                '{"prompt", "response", "reward"} (kto, the platform\'s rlhf); {"text"} (cpt); as JSONL, a JSON list, '
+                'or {"data": [...]}; plain or gzip')
+#: What each row format is called in messages (the methods that take it: trainer/config/schema.py METHOD_FORMATS).
+FORMAT_NAMES = {"chat": 'chat {"messages"}', "prompt/completion": '{"prompt", "completion"}',
+                "instruction": '{"instruction", "input", "output"}', "preference": '{"prompt", "chosen", "rejected"}',
+                "rated": '{"prompt", "response", "reward"}', "text": '{"text"}'}
 
 
 class DataError(ValueError):
@@ -50,7 +59,10 @@ class DataError(ValueError):
 class Example:
     source_index: int  # the row's position in its file (blank lines not counted)
     prompt: str  # rendered
-    completion: str  # the ground truth
+    completion: str  # the ground truth (a preference row's chosen answer)
+    format: str = "prompt/completion"
+    rejected: str | None = None  # a preference row's rejected answer, as text
+    trl: dict | None = field(default=None, compare=False)  # dpo / orpo / kto / cpt: the row in TRL's form (trainer/pairs.py)
 
 
 @dataclass
@@ -164,6 +176,9 @@ def row_format(row: Any) -> tuple[str | None, str | None]:
     """(format, None) for a usable row, else (None, the reason it cannot be used). Needs no tokenizer."""
     if not isinstance(row, dict):
         return None, "not a JSON object"
+    other = pair_format(row)
+    if other is not None:
+        return other
     if "messages" in row:
         messages = row["messages"]
         if not isinstance(messages, list) or not all(
@@ -204,6 +219,8 @@ def _bos_prefix(tokenizer) -> str:
 def render(row: Any, tokenizer) -> tuple[str, str] | None:
     """(prompt, completion) for one row, or None if it fits no format."""
     fmt, _reason = row_format(row)
+    if fmt in PAIRED:
+        return render_pair(row, fmt, tokenizer, _bos_prefix(tokenizer))
     if fmt == "chat":
         messages = row["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
@@ -227,6 +244,8 @@ def row_texts(row: dict) -> list[str]:
     """Every text of a usable row (what a tokenizer trained on the data must cover)."""
     if "messages" in row:
         return [t for m in row["messages"] for t in (f"{m['role']}:", m["content"])]
+    if row_format(row)[0] in PAIRED:
+        return pair_texts(row)
     return [v for k, v in row.items() if k in ("prompt", "completion", "instruction", "input", "output")
             and isinstance(v, str)]
 
@@ -266,29 +285,38 @@ class Checked:
 
 
 def usable_examples(file: FileRows, tokenizer=None, *, context: int | None = None,
-                    max_length: int | None = None) -> Checked:
+                    max_length: int | None = None, method: str = "sft") -> Checked:
     """The usable rows of `file`, rendered when a tokenizer is given. A row is skipped (and counted
-    under its reason in `file.skipped`) when it fits no format or, with a tokenizer and a known
-    `context`, when its prompt leaves no room in the model's context to generate."""
+    under its reason in `file.skipped`) when it fits no format, when its format is not `method`'s,
+    or, with a tokenizer and a known `context`, when its prompt leaves no room in the model's
+    context to generate."""
     checked = Checked(file, [], Counter(), max_length=max_length)
     candidates = []
+    takes = METHOD_FORMATS[method]
     for line, position, row in file.rows:
         fmt, reason = row_format(row)
+        if fmt is not None and fmt not in takes:
+            reason = (f"{FORMAT_NAMES[fmt]} rows do not fit TRAINING_CONFIG.method {method!r}, which takes "
+                      + " or ".join(FORMAT_NAMES[f] for f in takes))
         if reason:
             file.skip(reason, line)
         else:
             candidates.append((line, position, fmt, row))
     if tokenizer is None:
         checked.formats.update(fmt for _l, _p, fmt, _r in candidates)
-        checked.examples = [Example(position, "", "") for _l, position, _f, _r in candidates]
+        checked.examples = [Example(position, "", "", fmt, None, trl_row(row, fmt) if fmt in PAIRED else None)
+                            for _l, position, fmt, row in candidates]
         return checked
     rendered = [render(row, tokenizer) for _l, _p, _f, row in candidates]
+    bos = tokenizer.bos_token
+    if method == "orpo" and bos:  # TRL's ORPO puts a BOS before every prompt it trains on: generation sees it too
+        rendered = [(p if p.startswith(bos) else bos + p, c) for p, c in rendered]
     unk = tokenizer.unk_token_id
     prompt_ids = tokenizer([p for p, _c in rendered], add_special_tokens=False).input_ids if rendered else []
     completion_ids = tokenizer([c for _p, c in rendered], add_special_tokens=False).input_ids if rendered else []
-    for (line, position, fmt, _row), (prompt, completion), p_ids, c_ids in zip(
+    for (line, position, fmt, row), (prompt, completion), p_ids, c_ids in zip(
             candidates, rendered, prompt_ids, completion_ids):
-        if context is not None and len(p_ids) >= context:
+        if context is not None and len(p_ids) >= context and fmt != "text":
             file.skip(f"prompt longer than the model's context ({context} tokens)", line)
             continue
         checked.tokens += len(p_ids) + len(c_ids)
@@ -297,7 +325,9 @@ def usable_examples(file: FileRows, tokenizer=None, *, context: int | None = Non
         if unk is not None:
             checked.unknown_tokens += p_ids.count(unk) + c_ids.count(unk)
         checked.formats[fmt] += 1
-        checked.examples.append(Example(position, prompt, completion))
+        checked.examples.append(Example(position, prompt, completion, fmt,
+                                        answer_text(row["rejected"]) if fmt == "preference" else None,
+                                        trl_row(row, fmt) if fmt in PAIRED else None))
     return checked
 
 
@@ -308,11 +338,12 @@ def load_examples(path: str | Path, tokenizer, *, label: str | None = None, name
     return check_file(read_rows(path, name), tokenizer, label=label, context=context).examples
 
 
-def check_file(file: FileRows, tokenizer, *, label: str | None = None, context: int | None = None) -> Checked:
+def check_file(file: FileRows, tokenizer, *, label: str | None = None, context: int | None = None,
+               method: str = "sft") -> Checked:
     """`load_examples` on rows already read: the usable examples with the file's rows, logged;
     None usable is a DataError naming `label`."""
     label = label or file.name
-    checked = usable_examples(file, tokenizer, context=context)
+    checked = usable_examples(file, tokenizer, context=context, method=method)
     for line in checked.describe(label):
         log.info(line)
     if not checked.examples:

@@ -27,6 +27,7 @@ from trainer.config.job import JobConfig
 from trainer.data import FORMATS_HELP, DataError, FileRows, read_rows, row_format, row_texts, usable_examples
 from trainer.demo import DEMO_CONTEXT, DEMO_MAX_ROWS, DEMO_MAX_WORDS, TRAIN_FILE, demo_tokenizer
 from trainer.fetch import DownloadError, local_path
+from trainer.pairs import rated_problem
 from trainer.pod.state import read_state, write_state
 from trainer.redact import redact_url
 
@@ -123,17 +124,20 @@ def check_data(cfg: JobConfig) -> None:
             tokenizer = None
     context = model_context(cfg, tokenizer) if tokenizer is not None else None
 
+    t = cfg.training
     for source, file in files:
-        checked = usable_examples(file, tokenizer, context=context, max_length=cfg.training.max_seq_length)
+        checked = usable_examples(file, tokenizer, context=context, max_length=t.max_seq_length, method=t.method)
         for line in checked.describe(source.label):
             log.info(line)
         if not checked.examples:
-            raise DataError(f"{source.label}: no usable row (the reasons are above); {FORMATS_HELP}")
+            raise DataError(f"{source.label}: no usable row for TRAINING_CONFIG.method {t.method!r} (the reasons are "
+                            f"above); {FORMATS_HELP}")
         if (source is files[0][0] and not cfg.eval_dataset_path and cfg.training.eval_split > 0
                 and cfg.training.eval_strategy != "no" and len(checked.examples) < 2):  # one row stays to train on
             raise DataError(f"TRAINING_CONFIG.eval_split: {cfg.training.eval_split:g} of {source.label}'s "
                             f"{len(checked.examples)} usable row leaves no row to evaluate on; add rows, set "
                             "EVAL_DATASET_PATH, or set eval_split to 0")
+        check_method_rows(t, source.label, checked.examples, training=source is files[0][0])
 
     if user_data(cfg):
         rows = sum(len(f.rows) for _s, f in files)
@@ -145,6 +149,18 @@ def check_data(cfg: JobConfig) -> None:
                 f"MODEL_NAME: the demo model trains from scratch on a CPU and takes at most {DEMO_MAX_ROWS:,} rows "
                 f"and {DEMO_MAX_WORDS:,} words; your data has {rows:,} rows and {words:,} words. Set MODEL_NAME to a "
                 "real model for fine-tuning (on a GPU), or try the demo on a smaller file")
+
+
+def check_method_rows(t, label: str, examples, *, training: bool) -> None:
+    """What a method needs of its rows as a whole (kto: rewarded rows of both kinds); DataError if not."""
+    if t.method != "kto" or not training:
+        return
+    unrated = sum(e.trl.get("reward") is None for e in examples)
+    if unrated:
+        log.info(f"data: {label}: {unrated} rows have no reward: kto cannot tell whether they are good; left out")
+    problem = rated_problem(examples, t.reward_threshold)
+    if problem:
+        raise DataError(f"{label}: {problem}")
 
 
 def record_failure(output_dir: Path, message: str) -> None:

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers import TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from predictions.callback import PredictionsCallback
+from predictions.preference import Pair, PreferenceScorer
 from predictions.report.summary import print_summary, write_run_report
 from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, RankGroup, fault_hook_from_env, with_prompts
 from predictions.sampler import draw_samples
@@ -29,9 +30,11 @@ from trainer.config.errors import ConfigError
 from trainer.config.exits import EXIT_CONFIG
 from trainer.config.job import JobConfig, best_model, expected_rounds
 from trainer.config.load import load_config
-from trainer.data import Checked, DataError, Example, FileRows, check_file, read_rows, split_holdout, tokenize
-from trainer.datacheck import fetch, model_context, record_failure, sources
+from trainer.data import Checked, DataError, Example, FileRows, check_file, read_rows, split_holdout
+from trainer.datacheck import check_method_rows, fetch, model_context, record_failure, sources
 from trainer.logs import setup as setup_logging
+from trainer.methods import build_trainer
+from trainer.methods.common import TrainerInputs
 from trainer.model import load_model, load_tokenizer, resolve_optim, resolve_precision, save_final
 from trainer.pod.cluster import collective_timeout_s, nodes_in_run
 from trainer.pod.launch import fsdp_enabled
@@ -84,7 +87,7 @@ def training_arguments(cfg: JobConfig) -> TrainingArguments:
         # A cluster's pods do not share a volume: each node keeps the checkpoints its restart needs.
         save_on_each_node=nodes_in_run() > 1,
         ddp_find_unused_parameters=False,
-        remove_unused_columns=False,  # our rows are already input_ids/attention_mask/labels
+        remove_unused_columns=False,  # each method's TRL trainer keeps the columns its collator reads
         report_to="none",
         disable_tqdm=True,  # pod logs are line-oriented: the Trainer prints its log dicts instead
         save_only_model=False,
@@ -96,9 +99,10 @@ def load_data(cfg: JobConfig, tokenizer, *, is_main: bool = True):
     checked (by variable), once each, as the parent's data check reads them. The main process
     alone says what it held out."""
     context, files = model_context(cfg, tokenizer), sources(cfg)
-    read = {s.variable: check_file(read_rows(fetch(s, cfg.output_dir, cfg.job_id)), tokenizer, label=s.label, context=context)
-            for s in files}
+    read = {s.variable: check_file(read_rows(fetch(s, cfg.output_dir, cfg.job_id)), tokenizer, label=s.label,
+                                   context=context, method=cfg.training.method) for s in files}
     train = read[files[0].variable].examples
+    check_method_rows(cfg.training, files[0].label, train, training=True)
     evaluation = read["EVAL_DATASET_PATH"].examples if "EVAL_DATASET_PATH" in read else None
     if evaluation is None and cfg.training.eval_split > 0:
         train, evaluation = split_holdout(train, cfg.training.eval_split, cfg.training.seed)
@@ -112,16 +116,7 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
     """The fixed sample: from samples_path, else the evaluation data, else the training data; the
     rows as load_data read them. `quiet` (on every rank but the main one): no line about dropped rows."""
     p = cfg.predictions
-    train_source, *others = sources(cfg)
-    by_variable = {s.variable: s for s in others}
-    if p.samples_path:
-        source, file = "samples", by_variable["PREDICTIONS_CONFIG.samples_path"]
-        examples = read[file.variable].examples
-    elif evaluation:
-        # A held-out split's rows come from (and are indexed in) the training file.
-        source, file, examples = "eval", by_variable.get("EVAL_DATASET_PATH", train_source), evaluation
-    else:
-        source, file, examples = "train", train_source, train
+    source, file, examples = _sample_source(cfg, train, evaluation, read)
     triples = with_prompts([(e.source_index, e.prompt, e.completion) for e in examples], tokenizer,
                            what=f"{source} rows", quiet=quiet)
     # The file's name only: a signed URL's query string is a credential.
@@ -129,6 +124,28 @@ def pick_samples(cfg: JobConfig, tokenizer, train: list[Example], evaluation: li
     # The rows as read give the platform's prompt ids (a hash of the source messages).
     return draw_samples(triples, p.sample_count, seed=p.seed, source=source, source_id=name,
                         source_rows=_rows_by_position(read[file.variable].file))
+
+
+def _sample_source(cfg: JobConfig, train: list[Example], evaluation: list[Example] | None, read: dict[str, Checked]):
+    """(source name, file, examples) the fixed sample is drawn from."""
+    train_source, *others = sources(cfg)
+    by_variable = {s.variable: s for s in others}
+    if cfg.predictions.samples_path:
+        file = by_variable["PREDICTIONS_CONFIG.samples_path"]
+        return "samples", file, read[file.variable].examples
+    if evaluation:  # a held-out split's rows come from (and are indexed in) the training file
+        return "eval", by_variable.get("EVAL_DATASET_PATH", train_source), evaluation
+    return "train", train_source, train
+
+
+def preference_scorer(cfg: JobConfig, tokenizer, samples, examples: list[Example]) -> PreferenceScorer | None:
+    """dpo / orpo: the fixed sample's pairs (chosen vs rejected) for the rounds' preference scores."""
+    if cfg.training.method not in ("dpo", "orpo"):
+        return None
+    by_index = {e.source_index: e for e in examples if e.rejected is not None}
+    pairs = {s.sample_index: Pair(s.prompt, by_index[s.source_index].completion, by_index[s.source_index].rejected)
+             for s in samples if s.source_index in by_index}
+    return PreferenceScorer(pairs, tokenizer, cfg.training.method, cfg.training.beta) if pairs else None
 
 
 def _rows_by_position(file: FileRows) -> list:
@@ -169,17 +186,18 @@ def main() -> int:
         if is_main:
             record_failure(cfg.output_dir, str(e))
         return EXIT_CONFIG
-    max_len = cfg.training.max_seq_length
-    train_ds = [tokenize(e, tokenizer, max_len) for e in train]
-    eval_ds = [tokenize(e, tokenizer, max_len) for e in evaluation] if evaluation else None
-    if cfg.training.eval_strategy == "no":
-        eval_ds = None
+    evaluated = evaluation if cfg.training.eval_strategy != "no" else None  # samples may still come from it
 
     model = load_model(cfg, tokenizer)
     resume = checkpoints.newest_common(cfg.output_dir, cfg.job_id)  # every node from the same step of this job
 
     callbacks, rounds, remote = [checkpoints.MarkComplete(cfg.job_id), *progress.callbacks(cfg)], None, None
     samples = pick_samples(cfg, tokenizer, train, evaluation, read, quiet=not is_main) if cfg.predictions.enabled else []
+    preference = None
+    if samples and is_main:  # the main process scores preference (predictions/preference.py)
+        preference = preference_scorer(cfg, tokenizer, samples, _sample_source(cfg, train, evaluation, read)[2])
+        if preference is not None:
+            preference.set_reference(model)  # DPO's reference: the starting model, before any step
     del read  # the files' rows as read: not kept through training
     if is_main and cfg.predictions.enabled and not samples:
         log.info("predictions: no usable sample (every prompt is empty); no rounds")
@@ -199,6 +217,7 @@ def main() -> int:
                             local_world_size=args.world_size // nodes_in_run()),
             rounds_log=cfg.output_dir / ROUNDS_LOG_NAME if is_main else None,
             test_fault=fault_hook_from_env(),
+            preference=preference,
         )
         # Only the main process reads the spool, but every rank skips the same rounds (and their
         # collectives): a rank that waits in a gather the main process skips hangs the job.
@@ -217,15 +236,8 @@ def main() -> int:
     elif is_main and not cfg.predictions.enabled:
         log.info("predictions: disabled (PREDICTIONS_CONFIG.enabled is false); no callback registered")
 
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    # The method's TRL trainer (trainer/methods/); every method gets the same callbacks.
+    trainer = build_trainer(TrainerInputs(cfg, args, model, tokenizer, train, evaluated, callbacks))
     if resume:
         log.info(f"resume: from {resume.name}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -108,7 +108,7 @@ class RoundFigures:
 
 @dataclass
 class Regression:
-    kind: str  # "lost" (was exactly right, is not) | "cer" (CER worse than its best by > threshold)
+    kind: str  # "lost" (was exactly right, is not) | "cer" (CER worse than its best by > threshold) | "preference"
     from_step: int
     to_step: int
     detail: str
@@ -228,6 +228,24 @@ def _regressions(sample: SampleHistory, steps: list[int], threshold: float) -> N
             best_cer = (cer, step)
 
 
+def _preference_regressions(sample: SampleHistory, steps: list[int]) -> None:
+    """dpo / orpo rows (predictions/preference.py): a sample whose preference flips from correct
+    (the chosen answer's implicit reward above the rejected one's) to wrong is a regression too."""
+    correct_at: int | None = None
+    for step in steps:
+        row = sample.rows.get(step)
+        metrics = row.get("metrics") if row else None
+        value = _float(metrics.get("preference_correct")) if isinstance(metrics, dict) else None
+        if value is None:
+            continue
+        if value == 1.0:
+            correct_at = step
+        elif correct_at is not None:
+            sample.regressions.append(Regression("preference", correct_at, step,
+                                                 "preferred the chosen answer, now prefers the rejected one"))
+            correct_at = None
+
+
 def build_history(
     rows: list[dict[str, Any]],
     rounds_log: list[dict[str, Any]] | None = None,
@@ -269,6 +287,7 @@ def build_history(
             s.rows[step] = row
     for s in samples.values():
         _regressions(s, steps, threshold)
+        _preference_regressions(s, steps)
     return History(
         job_id=job_id, source=source, rounds=rounds, samples=[samples[i] for i in sorted(samples)],
         threshold=threshold, baseline_step=0 if 0 in by_step else None,

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from predictions.metrics import summary_columns
+from predictions.preference import preference_columns
 from predictions.report.history import DEFAULT_THRESHOLD, build_history
 from predictions.report.sources import SourceError, job_rows, read_rounds_log
 from predictions.report.view import print_history, write_html
@@ -22,12 +23,16 @@ def rounds_table(results) -> Table:
     """A table of rounds: step, epoch, samples, seconds and the mean scores of each."""
     table = Table(title="prediction rounds", title_justify="left")
     scores = [label for label, _ in summary_columns({})]  # one column per registered metric
-    for name in ("round", "step", "epoch", "samples", "seconds", *scores, "status"):
+    # dpo / orpo rounds (predictions/preference.py): the mean reward margin and preference accuracy too.
+    preference = [label for label, _ in preference_columns({})] if any(
+        "preference_accuracy" in r.means for r in results) else []
+    for name in ("round", "step", "epoch", "samples", "seconds", *scores, *preference, "status"):
         table.add_column(name, justify="right" if name != "status" else "left")
     for r in results:
         table.add_row(
             str(r.round), str(r.step), f"{r.epoch:.2f}", str(r.samples), f"{r.seconds:.1f}",
             *(cell for _, cell in summary_columns(r.means)),
+            *(cell for _, cell in preference_columns(r.means) if preference),
             "ok" if r.ok else f"FAILED: {r.error}",
         )
     return table

@@ -122,6 +122,12 @@ def check_training(t: TrainingConfig, has_eval: bool, problems: Problems, key) -
                      key("quantization"))
     if t.max_steps == 0:
         problems.add(var, "must be positive, or -1 to train for num_train_epochs", key("max_steps"))
+    if t.method == "kto" and t.per_device_train_batch_size < 2:
+        problems.add(var, "must be at least 2 for kto (the platform's rlhf): its KL estimate pairs each row with "
+                     "another row of the same batch", key("per_device_train_batch_size"))
+    if t.packing and t.method not in ("sft", "cpt"):
+        problems.add(var, f"packs sft and cpt rows only; {t.method} trains on whole pairs: set it to false",
+                     key("packing"))
     return t
 
 

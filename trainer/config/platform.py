@@ -117,7 +117,7 @@ class PlatformTraining(_Platform):
     lora_dropout: float | None = None
     quantization: PlatformQuantization | None = None
     tokenizer_padding_side: Literal["left", "right"] | None = None
-    # Only the preference / RL methods read these; the method itself is refused when it is one.
+    # The preference / RL methods' keys (see map_platform: mapped, or said to be without effect).
     beta: float | None = None
     max_prompt_length: int | None = None
     ppo_epochs: int | None = None
@@ -181,9 +181,16 @@ class Mapped:
     notes: list[str] = field(default_factory=list)  # keys without effect here, and why
 
 
-SUPPORTED_METHODS = ("sft",)
-PREFERENCE_KEYS = ("beta", "max_prompt_length", "ppo_epochs", "clip_range", "clip_range_value", "vf_coef",
-                   "entropy_coef", "response_length")
+#: The platform's training.method → this image's method (trainer/methods/). "rlhf" is the platform's
+#: PPO against an untrained reward head; its rows {prompt, response, reward} are rated answers, which
+#: KTO trains on honestly (desirable when reward >= reward_threshold), so it is trained as KTO.
+METHODS = {"sft": "sft", "dpo": "dpo", "orpo": "orpo", "rlhf": "kto", "cpt": "cpt"}
+#: data.dataset_format values that fit each platform method (None: not given, the rows decide).
+DATASET_FORMATS = {"dpo": ("dpo", "orpo"), "orpo": ("dpo", "orpo"), "rlhf": ("rlhf",), "cpt": ("raw_text", "text")}
+#: Formats that are some other method's data: an sft job naming one is a misfit.
+NOT_SFT_FORMATS = ("dpo", "orpo", "rlhf", "raw_text")
+#: PPO's keys: the platform's rlhf is trained as KTO here, which has no value head, clipping or rollouts.
+PPO_KEYS = ("ppo_epochs", "clip_range", "clip_range_value", "vf_coef", "entropy_coef", "response_length")
 
 
 def is_platform_shape(data: dict) -> bool:
@@ -203,14 +210,7 @@ def map_platform(job: PlatformJob) -> Mapped:
     def refuse(key: str, why: str) -> None:
         m.refusals.append((key, why))
 
-    if t.method not in SUPPORTED_METHODS:
-        refuse("training.method", f'"{t.method}": only supervised fine-tuning ("sft") is supported')
-    if job.data.dataset_format in ("dpo", "rlhf", "orpo"):
-        refuse("data.dataset_format", f'"{job.data.dataset_format}": preference data needs a DPO/RLHF trainer; '
-               "this image trains on prompt/completion, chat or instruction rows")
-    if t.packing:
-        refuse("training.packing", "true: packing several rows into one sequence is not supported (each row is "
-               "one sequence, the loss on its completion only); set it to false")
+    _map_method(job, m, put)
     if t.use_streaming:
         refuse("training.use_streaming", "true: datasets are read whole; set it to false")
     if job.data.max_samples is not None:
@@ -304,9 +304,6 @@ def map_platform(job: PlatformJob) -> Mapped:
     if job.data.train_split is not None:
         m.notes.append(f"data.train_split {job.data.train_split:g}: every row not held out for evaluation is trained on")
 
-    unused = [k for k in PREFERENCE_KEYS if getattr(t, k) is not None]
-    if unused and t.method in SUPPORTED_METHODS:
-        m.notes.append(f"training.{', training.'.join(unused)}: used only by dpo / orpo / rlhf, not by sft")
     informational = [k for k, present in (
         ("data.strategy", job.data.strategy), ("data.generation_type", job.data.generation_type),
         ("evaluation", job.evaluation), ("provider", job.provider), ("execution_id", job.execution_id),
@@ -344,3 +341,40 @@ def _map_lora(job: PlatformJob, m: Mapped, put) -> None:
     values = {k: v for k, v in values.items() if v is not None}
     if values:
         put("lora", values, source)
+
+
+def _map_method(job: PlatformJob, m: Mapped, put) -> None:
+    """training.method and its keys; data.dataset_format must fit the method (no conversion is exact)."""
+    t, fmt = job.training, job.data.dataset_format
+    method = METHODS.get(t.method)
+    if method is None:
+        m.refusals.append(("training.method", f'"{t.method}": accepted: {", ".join(METHODS)}'))
+        return
+    put("method", method, "training.method")
+    fits = DATASET_FORMATS.get(t.method)
+    if fmt is not None and (fmt not in fits if fits else fmt in NOT_SFT_FORMATS):
+        accepted = (" or ".join(f'"{f}"' for f in fits) if fits
+                    else "chat, prompt/completion or instruction data (not " + ", ".join(NOT_SFT_FORMATS) + ")")
+        m.refusals.append(("data.dataset_format", f'"{fmt}" does not fit training.method "{t.method}": it takes '
+                           f"{accepted}; rows cannot be converted exactly between these formats"))
+    if t.method == "rlhf":
+        m.notes.append('training.method "rlhf": trained as KTO (TRL\'s KTOTrainer) on the {prompt, response, reward} '
+                       "rows, a row desirable when its reward >= reward_threshold (0.5 unless set); the platform's PPO "
+                       "scored answers with an untrained reward head, so its rewards carried no signal")
+    if t.packing:
+        if method in ("sft", "cpt"):
+            put("packing", True, "training.packing")
+        else:
+            m.notes.append(f"training.packing not used: {t.method} trains on pairs (TRL packs only sft and cpt)")
+    if t.beta is not None:
+        if method in ("dpo", "orpo", "kto"):
+            put("beta", t.beta, "training.beta")
+        else:
+            m.notes.append(f"training.beta not used: {t.method} has no beta")
+    if t.max_prompt_length is not None:
+        m.notes.append("training.max_prompt_length not used: TRL 1.16 truncates the whole sequence to "
+                       "training.max_length (keeping the prompt's start)")
+    unused = [k for k in PPO_KEYS if getattr(t, k) is not None]
+    if unused:
+        why = "rlhf is trained as KTO here (no PPO rollouts)" if t.method == "rlhf" else "used only by PPO"
+        m.notes.append(f"training.{', training.'.join(unused)} not used: {why}")

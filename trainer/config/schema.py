@@ -46,6 +46,17 @@ def bitsandbytes_optimizer(name: str) -> bool:
             or name in ("adamw_8bit",))
 
 
+#: The training methods (trainer/methods/): each trains with its TRL trainer on its own data format.
+METHODS = ("sft", "dpo", "orpo", "kto", "cpt")
+#: The row formats (trainer/data.py `row_format`) each method trains on.
+METHOD_FORMATS = {
+    "sft": ("chat", "prompt/completion", "instruction"),
+    "dpo": ("preference",), "orpo": ("preference",),
+    "kto": ("rated",),
+    "cpt": ("text",),
+}
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default). Infinity and NaN
     # are no number of epochs, seconds or rate: refused here, not by a crash after the report.
@@ -122,6 +133,13 @@ class TrainingConfig(_Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
     merge_adapter: bool = Field(False, description="also save the adapter merged into the base model")
+    method: Literal[METHODS] = Field(  # type: ignore[valid-type]
+        "sft", description="sft (prompt/completion, chat, instruction rows), dpo / orpo ({prompt, chosen, "
+        "rejected}), kto ({prompt, response, reward}: the platform's rlhf), cpt ({text}): trainer/methods/")
+    packing: bool = Field(False, description="sft / cpt: TRL's best-fit-decreasing padding-free packing")
+    beta: float = Field(0.1, gt=0, description="dpo / orpo / kto: TRL's beta (DPO's KL weight, ORPO's lambda)")
+    reward_threshold: float = Field(
+        0.5, description="kto: a {prompt, response, reward} row is desirable when reward >= this, else undesirable")
 
     @property
     def quant_bits(self) -> int | None:

@@ -239,6 +239,10 @@ class BestModel:
         return "improving" if diff > TREND_THRESHOLD else "degrading" if diff < -TREND_THRESHOLD else "stable"
 
 
+#: The Trainer's log keys metric_point maps to the route's own fields.
+MAPPED_LOG_KEYS = ("loss", "eval_loss", "epoch", "learning_rate", "grad_norm")
+
+
 def metric_point(logs: dict, *, step: int, epoch: float | None, total_steps: int | None,
                  samples_per_second: float | None = None, gpu: dict | None = None,
                  best: BestModel | None = None) -> dict | None:
@@ -267,6 +271,11 @@ def metric_point(logs: dict, *, step: int, epoch: float | None, total_steps: int
     }
     if best is not None:
         point.update(best.update(step=step, epoch=whole, loss=loss, eval_loss=eval_loss))
+    # The method's own metrics (TRL's rewards/margins, rewards/accuracies, logps/chosen, …; eval_ ones
+    # too) as extra keys. The route as deployed inserts its own fields and ignores the others (as it
+    # does total_steps): they reach it, for the day it keeps them.
+    point.update({k: _finite(v) for k, v in logs.items() if k not in MAPPED_LOG_KEYS and k not in point
+                  and isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) is not None})
     point.update(gpu or {})
     return point
 

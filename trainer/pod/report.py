@@ -129,6 +129,11 @@ def settings_lines(cfg: JobConfig, processes: int, precision: str, optim: str, o
         return " / ".join(sorted(found))
 
     lines = ["settings (value — where it came from):"]
+    trained_as = {"sft": "TRL SFTTrainer", "dpo": "TRL DPOTrainer", "orpo": "TRL ORPOTrainer (experimental)",
+                  "kto": f"TRL KTOTrainer, desirable when reward >= {t.reward_threshold:g}", "cpt": "TRL SFTTrainer on raw text"}
+    extras = [f"beta {t.beta:g}"] if t.method in ("dpo", "orpo", "kto") else ["packed"] if t.packing else []
+    lines.append(f"  method: {t.method} ({trained_as[t.method]}{''.join(', ' + e for e in extras)}) — "
+                 f"{where('method', 'packing', 'beta', 'reward_threshold')}")
     if t.max_steps > 0:
         lines.append(f"  length: {t.max_steps} steps — {where('max_steps')}")
     else:
