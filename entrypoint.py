@@ -18,7 +18,9 @@
                                     script itself is not run
 
 Exit codes: 0 done; 64 arguments not understood; 78 bad configuration or data; 77 the database refused (preflight); 76 a migration
-failed; 74 OUTPUT_DIR's disk is full; otherwise the training processes' own code. `report`: 66 no predictions for the job, 69
+failed; 74 OUTPUT_DIR's disk is full; 75 another entrypoint runs on OUTPUT_DIR; 69 the model could
+not be fetched (Hub or network away); 130 / 143 stopped (Ctrl-C / SIGTERM: a restart resumes); 137 a
+training process was killed; otherwise the training processes' own code. `report`: 66 no predictions for the job, 69
 the database could not be read; `diagnose`: 1 when a check did not pass. Everything here runs
 once, in the parent, before any model is loaded. A job that OUTPUT_DIR/job_state.json says ended
 is not trained again: it exits 0 when it completed, with its code when it failed (FRESH_RUN=1 or
