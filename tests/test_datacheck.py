@@ -46,9 +46,9 @@ def test_data_too_large_for_the_cpu_demo_is_refused_before_training(job, tmp_pat
 
 
 def test_a_local_hub_style_model_gets_the_context_and_unknown_token_checks(job, tmp_path, caplog):
-    from trainer.demo import build_tokenizer
+    from trainer.demo import build_word_tokenizer
 
-    tokenizer = build_tokenizer(["say red cat blue dog"])
+    tokenizer = build_word_tokenizer(["say red cat blue dog"])  # one that cannot spell every word
     tokenizer.model_max_length = 6
     tokenizer.save_pretrained(tmp_path / "model")
     rows = [*ROWS, {"prompt": "say " + "red " * 10, "completion": "x"}]

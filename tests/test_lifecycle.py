@@ -192,8 +192,15 @@ def test_an_interrupted_attempt_resumes_and_another_jobs_state_is_not_this_ones(
     mark_running(cfg)
     assert finish(cfg, 143) == 143  # SIGTERM: the pod was stopped
     caplog.clear()
+    assert previous_outcome(cfg, fresh=False) is None  # no checkpoint: it says it starts over
+    assert "was interrupted" in caplog.messages[0] and "no checkpoint was saved" in caplog.messages[0]
+    assert "training starts over from step 0" in caplog.messages[0]
+    (tmp_path / "checkpoint-20").mkdir()
+    (tmp_path / "checkpoint-20" / "COMPLETE").write_text("20\n")
+    (tmp_path / "checkpoint-30").mkdir()  # torn: skipped
+    caplog.clear()
     assert previous_outcome(cfg, fresh=False) is None
-    assert "was interrupted" in caplog.messages[0] and "resuming" in caplog.messages[0]
+    assert "was interrupted" in caplog.messages[0] and "resuming from checkpoint-20" in caplog.messages[0]
     write_state(tmp_path, job_id="another-job", status="completed")
     assert previous_outcome(cfg, fresh=False) is None
     assert "belongs to job 'another-job'" in caplog.messages[-1]

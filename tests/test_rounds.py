@@ -14,14 +14,14 @@ from predictions.sampler import draw_samples
 from predictions.store.rows import ROW_COLUMNS
 from predictions.store.writers.local import LocalJsonlWriter
 from trainer.config.schema import PredictionsConfig
-from trainer.demo import build_model, build_tokenizer, make_task_rows
+from trainer.demo import build_model, build_word_tokenizer, make_task_rows
 
 ROWS = make_task_rows(40, seed=3)
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tokenizer([r["prompt"] + " " + r["completion"] for r in ROWS])
+    return build_word_tokenizer([r["prompt"] + " " + r["completion"] for r in ROWS])
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
 from accelerate import PartialState
 from transformers import TrainerCallback
 
-log = logging.getLogger(__name__)
+# The marker and the search live with the job's state on the volume: the parent reads them too
+# (to say what a restart resumes from) without importing transformers.
+from trainer.pod.state import MARKER, newest_complete
 
-MARKER = "COMPLETE"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+__all__ = ["MARKER", "MarkComplete", "newest_complete"]
+
+log = logging.getLogger(__name__)
 
 
 class MarkComplete(TrainerCallback):
@@ -37,19 +39,3 @@ class MarkComplete(TrainerCallback):
                 f.write(f"{state.global_step}\n")
                 f.flush()
                 os.fsync(f.fileno())
-
-
-def newest_complete(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint under output_dir, or None (an empty volume starts fresh)."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    found = sorted(
-        ((int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()),
-        reverse=True,
-    )
-    for _step, path in found:
-        if (path / MARKER).exists():
-            return path
-        log.info(f"resume: skipping {path.name}: incomplete (the pod stopped while it was being written)")
-    return None

@@ -123,12 +123,24 @@ def check_data(cfg: JobConfig) -> None:
             tokenizer = None
     context = model_context(cfg, tokenizer) if tokenizer is not None else None
 
+    trained: set[int] | None = None  # the tokens of the training answers: what the model learns to write
     for source, file in files:
         checked = usable_examples(file, tokenizer, context=context, max_length=cfg.training.max_seq_length)
         for line in checked.describe(source.label):
             log.info(line)
         if not checked.examples:
             raise DataError(f"{source.label}: no usable row (the reasons are above); {FORMATS_HELP}")
+        if tokenizer is not None:
+            answers = [x.completion for x in checked.examples]
+            if trained is None:  # the training file comes first
+                # A model trained from scratch writes only what it was taught; a pretrained one
+                # already writes its whole vocabulary: for it only <unk> matters.
+                trained = {i for ids in _answer_ids(tokenizer, answers) for i in ids} if cfg.is_demo else set()
+                for line in unwritable_answers(tokenizer, answers, None, source.label):
+                    log.info(line)
+            else:
+                for line in unwritable_answers(tokenizer, answers, trained, source.label):
+                    log.info(line)
 
     if user_data(cfg):
         rows = sum(len(f.rows) for _s, f in files)
@@ -140,6 +152,34 @@ def check_data(cfg: JobConfig) -> None:
                 f"MODEL_NAME: the demo model trains from scratch on a CPU and takes at most {DEMO_MAX_ROWS:,} rows "
                 f"and {DEMO_MAX_WORDS:,} words; your data has {rows:,} rows and {words:,} words. Set MODEL_NAME to a "
                 "real model for fine-tuning (on a GPU), or try the demo on a smaller file")
+
+
+def _answer_ids(tokenizer, answers: list[str]) -> list[list[int]]:
+    return tokenizer(answers, add_special_tokens=False).input_ids if answers else []
+
+
+def unwritable_answers(tokenizer, answers: list[str], trained: set[int] | None, label: str) -> list[str]:
+    """Warnings for answers the model cannot write: tokens <unk> (the tokenizer cannot spell them),
+    or, with `trained` (the training answers' tokens, for a model trained from scratch), tokens no
+    training answer has (the model never learned to write them — the mark of a tokenizer that makes
+    each whole answer one token)."""
+    unk = tokenizer.unk_token_id
+    unknown, unseen = [], []
+    for answer, ids in zip(answers, _answer_ids(tokenizer, answers), strict=True):
+        if unk is not None and unk in ids:
+            unknown.append(answer)
+        elif trained and not trained.issuperset(ids):
+            unseen.append(answer)
+    lines = []
+    n = len(answers)
+    if unknown:
+        lines.append(f"data: {label}: WARNING {len(unknown)} of {n} answers hold tokens unknown to the tokenizer "
+                     f"(<unk>; e.g. {unknown[0][:40]!r}): the model cannot write them, so they can never be right")
+    if unseen:
+        lines.append(f"data: {label}: WARNING {len(unseen)} of {n} answers hold tokens no training answer has "
+                     f"(e.g. {unseen[0][:40]!r}): the model never learned to write them, so they are unlikely "
+                     "to be right; answers made of pieces the training answers share can be learned")
+    return lines
 
 
 def record_failure(output_dir: Path, message: str) -> None:

@@ -14,7 +14,7 @@ from trainer.config.exits import EXIT_DISK_FULL, EXIT_KILLED, RECHECKED_ON_START
 from trainer.config.job import JobConfig
 from trainer.pod.hub import upload_to_hub
 from trainer.pod.platform import send_alert
-from trainer.pod.state import STATE_FILE, read_state, write_state
+from trainer.pod.state import STATE_FILE, newest_complete, read_state, write_state
 from trainer.redact import scrub
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,16 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool) -> int | None:
             f"from zero, or delete {out / STATE_FILE} to resume from the newest checkpoint")
         send_alert(calls, "job_failed", error=state.get("error"), **progress)
         return code
-    log.info(f"job {cfg.job_id} was interrupted (state {status!r} since {when}, step {state.get('step')}); resuming")
+    checkpoint = newest_complete(out, quiet=True)
+    if checkpoint is not None:
+        log.info(f"job {cfg.job_id} was interrupted (state {status!r} since {when}, step {state.get('step')}); "
+                 f"resuming from {checkpoint.name}")
+    else:
+        saving = (f"save_strategy is {cfg.training.save_strategy!r}" if cfg.training.save_strategy == "no"
+                  else "none was complete yet")
+        log.info(f"job {cfg.job_id} was interrupted (state {status!r} since {when}, step {state.get('step')}) and "
+                 f"no checkpoint was saved ({saving}): training starts over from step 0; rounds already in the "
+                 "spool are not predicted again")
     return None
 
 

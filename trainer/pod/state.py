@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from trainer.redact import scrub
 log = logging.getLogger(__name__)
 
 STATE_FILE = "job_state.json"
+#: A checkpoint is complete once trainer/checkpoints.py's MarkComplete wrote this file in it.
+MARKER = "COMPLETE"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 MAX_ERROR_CHARS = 4000  # the platform stores error_message in the job row
 
 
@@ -60,3 +64,21 @@ def record_failure(output_dir: Path, error: str) -> None:
     state = read_state(output_dir) or {}
     if not state.get("error"):
         write_state(output_dir, error=scrub(error)[-MAX_ERROR_CHARS:])
+
+
+def newest_complete(output_dir: Path, *, quiet: bool = False) -> Path | None:
+    """The newest complete checkpoint under output_dir, or None (an empty volume starts fresh).
+    A torn one is skipped, said unless `quiet` (the parent looks first; the training process says it)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = sorted(
+        ((int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()),
+        reverse=True,
+    )
+    for _step, path in found:
+        if (path / MARKER).exists():
+            return path
+        if not quiet:
+            log.info(f"resume: skipping {path.name}: incomplete (the pod stopped while it was being written)")
+    return None
