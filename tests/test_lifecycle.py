@@ -280,3 +280,17 @@ def test_a_training_process_error_reaches_the_parents_job_failed(platform, monke
     mark_running(cfg)  # the OOM killer leaves no exception behind: the exit code says it
     assert finish(cfg, 137) == 137
     assert "SIGKILL" in platform.alerts[-1]["error_message"] and platform.types() == ["job_failed"] * 2
+
+
+def test_a_rerun_of_a_completed_job_names_the_settings_that_differ(monkeypatch, tmp_path, caplog):
+    cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB)
+    mark_running(cfg)
+    assert finish(cfg, 0) == 0
+    caplog.clear()
+    assert previous_outcome(cfg, fresh=False) == 0
+    assert not any("differ" in m for m in caplog.messages)  # the same settings: nothing to say
+    changed = config_for(monkeypatch, tmp_path, JOB_ID=JOB, TRAINING_CONFIG={"learning_rate": 0.001})
+    caplog.clear()
+    assert previous_outcome(changed, fresh=False) == 0
+    line = next(m for m in caplog.messages if "differ from the finished run" in m)
+    assert "training.learning_rate: 0.002 → 0.001" in line and "predictions." not in line

@@ -15,7 +15,7 @@ from trainer.config.job import JobConfig
 from trainer.pod.hub import upload_to_hub
 from trainer.pod.platform import send_alert
 from trainer.pod.state import STATE_FILE, newest_complete, read_state, write_state
-from trainer.redact import scrub
+from trainer.redact import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,24 @@ def _archive(output_dir: Path) -> Path | None:
     return dest
 
 
+def settings(cfg: JobConfig) -> dict[str, object]:
+    """The run's settings as flat `key: value` (training.*, predictions.*, the model and data; URLs
+    without their query string, no secret), kept in the job's state to compare a rerun with."""
+    flat: dict[str, object] = {"MODEL_NAME": cfg.model_name, "DATASET_PATH": redact_url(cfg.dataset_path),
+                               "EVAL_DATASET_PATH": redact_url(cfg.eval_dataset_path or "") or None}
+    for block, model in (("training", cfg.training), ("predictions", cfg.predictions)):
+        for key, value in model.model_dump(mode="json").items():
+            flat[f"{block}.{key}"] = redact_url(value) if key.endswith("_path") and isinstance(value, str) else value
+    return flat
+
+
+def _differences(before: dict | None, now: dict[str, object]) -> list[str]:
+    if not isinstance(before, dict):
+        return []
+    return [f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in sorted(set(before) | set(now))
+            if before.get(k) != now.get(k)]
+
+
 def previous_outcome(cfg: JobConfig, *, fresh: bool) -> int | None:
     """What the volume says about this job: an exit code when it already ended (the pod stops
     without training again), None when it should run (first start, interrupted, or `fresh`)."""
@@ -65,6 +83,9 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool) -> int | None:
     if status == "completed":
         log.info(f"job {cfg.job_id} is already complete (finished {when}): the model is in {out / 'final'}, "
             f"its predictions in {cfg.predictions_path}; nothing to train")
+        changed = _differences(state.get("settings"), settings(cfg))
+        if changed:
+            log.info(f"these settings differ from the finished run, and take effect only in a new one: {'; '.join(changed)}")
         log.info("to train it again from zero, set FRESH_RUN=1 (or run `entrypoint.py run --fresh`)")
         send_alert(calls, "job_completed", **progress)  # the pod still runs: the platform missed it
         return 0
@@ -97,6 +118,7 @@ def mark_running(cfg: JobConfig) -> None:
     previous = read_state(cfg.output_dir) or {}
     same = previous.get("job_id") == cfg.job_id
     write_state(cfg.output_dir, replace=True, job_id=cfg.job_id, status="running", exit_code=None, error=None,
+                settings=settings(cfg),
                 attempt=(previous.get("attempt", 0) + 1) if same else 1,
                 **{k: previous[k] for k in ("step", "total_steps", "loss") if same and k in previous})
 
