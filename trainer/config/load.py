@@ -275,6 +275,8 @@ def load_config() -> JobConfig:
             refuse_sharded(predictions)
         except ConfigError as e:  # reported with the others
             problems.extend(e.problems)
+    if failed:  # checked on a partial block: nothing more about a key already reported
+        failed |= {p.key for p in checked if p.key}
     problems = Problems([*checked, *(p for p in problems if p.key not in failed)])
 
     platform = None
