@@ -262,6 +262,11 @@ class PredictionRounds:
             log.info(f"predictions: round {number} step {step} epoch {epoch:.2f}: {len(rows)} samples"
                      f"{self.group.spread()}{mine}{failed_text} "
                      f"in {result.seconds:.1f}s, {result.tokens_per_s:.0f} generated tokens/s; {scores_text}")
+            same = same_answer(generations)
+            if same is not None and step > 0:  # fresh weights often answer alike: news only once trained
+                log.info(f"predictions: WARNING round {number} step {step}: every sample got the same answer "
+                         f"({same[:60]!r}): the model answers alike whatever the prompt — more steps, a higher "
+                         "learning_rate, or answers the tokenizer can write (`check` says)")
             if number == 1 and self.expected_rounds:
                 log.info(f"predictions: projected cost: {self.expected_rounds} rounds × {result.seconds:.1f}s ≈ "
                          f"{self.expected_rounds * result.seconds:.0f}s of generation in all")
@@ -415,3 +420,10 @@ def round_record(result: RoundResult, *, job_id: str, samples: int) -> dict[str,
         "error": result.error,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def same_answer(generations: list) -> str | None:
+    """The one answer every generated sample of a round gave (two samples or more), else None."""
+    texts = {g.text for g in generations if isinstance(g, Generation)}
+    answered = sum(isinstance(g, Generation) for g in generations)
+    return next(iter(texts)) if answered > 1 and len(texts) == 1 else None

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 # Each step says what it does before it starts and how long it took: a first install downloads
-# about 1 GB (torch) and takes minutes; pip's own lines show what it is fetching, one per line.
+# torch (the CPU build on a machine without a GPU: 190 MB) and the rest, and takes minutes; pip's
+# own lines show what it is fetching, one per line.
 STEP_START=0
 step() { STEP_START=$SECONDS; echo "setup: $*"; }
 took() { echo "setup: ... done in $((SECONDS - STEP_START))s"; }
@@ -35,9 +36,30 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 if ! python -c "import torch, transformers, pytest" 2>/dev/null || [ requirements-dev.txt -nt .venv/.installed ]; then
-  step "installing torch 2.13.0, the CPU build (about 200 MB; a looser pin would pull CUDA)"
-  $PIP torch==2.13.0
-  took
+  # torch: PyPI's Linux wheel is the CUDA build (several GB with its nvidia-* packages).
+  # On a machine without an NVIDIA GPU, the CPU build (a 190 MB wheel, 750 MB installed): a local
+  # wheel if pip's configured find-links has one, else PyTorch's CPU index; PyPI's only when that
+  # index cannot be reached (said). With a GPU, PyPI's CUDA build.
+  if python -c "import torch" 2>/dev/null; then
+    echo "setup: torch $(python -c 'import torch; print(torch.__version__)') is installed; kept"
+  elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    step "installing torch 2.13.0, the CUDA build (a GPU is here; several GB with its nvidia-* packages)"
+    $PIP torch==2.13.0
+    took
+  elif wheels=$(mktemp -d) && pip download --quiet --no-deps -d "$wheels" "torch==2.13.0+cpu" >/dev/null 2>&1; then
+    step "installing torch 2.13.0+cpu, the CPU build (no GPU here), from a wheel pip's configuration finds (190 MB)"
+    $PIP "torch==2.13.0+cpu" --find-links "$wheels"
+    rm -rf "$wheels"
+    took
+  else
+    step "installing torch 2.13.0+cpu, the CPU build (no GPU here; a 190 MB wheel from PyTorch's CPU index)"
+    if ! $PIP "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu; then
+      echo "setup: PyTorch's CPU index cannot be reached: installing PyPI's torch 2.13.0, the CUDA build" \
+           "(several GB with its nvidia-* packages; it runs on a CPU too)"
+      $PIP torch==2.13.0
+    fi
+    took
+  fi
   step "installing the pinned dependencies of requirements-dev.txt (transformers, accelerate, peft, pytest, ...)"
   $PIP -r requirements-dev.txt
   took

@@ -20,7 +20,7 @@ from torch.distributed.tensor import DTensor
 from predictions.rounds import PredictionRounds, RankGroup
 from predictions.sampler import draw_samples
 from trainer.config.schema import PredictionsConfig
-from trainer.demo import build_model, build_tokenizer, make_task_rows
+from trainer.demo import build_model, build_word_tokenizer, make_task_rows
 
 
 class Rows:
@@ -54,7 +54,7 @@ def main(result_path: str) -> None:
     rank = dist.get_rank()
     torch.set_num_threads(1)
     rows = make_task_rows(200, seed=4)
-    tokenizer = build_tokenizer([r["prompt"] + " " + r["completion"] for r in rows])
+    tokenizer = build_word_tokenizer([r["prompt"] + " " + r["completion"] for r in rows])
     model = trained_model(tokenizer, rows)
     samples = draw_samples([(i, r["prompt"], r["completion"]) for i, r in enumerate(rows)], 5,
                            seed=0, source="train", source_id="rows")

@@ -51,7 +51,11 @@ def test_nothing_set_is_the_demo_with_predictions_every_epoch(env):
 
 def test_defaults_outside_the_demo(env):
     cfg = env(MODEL_NAME="some/model", DATASET_PATH=env.data)()
-    assert not cfg.predictions.enabled  # disabled is the default
+    # nothing said about predictions: a small fixed sample at each epoch end (the image's point)
+    assert cfg.predictions.enabled and cfg.predictions.sample_count == 8 and cfg.predictions_source == "default"
+    assert cfg.predictions.sample_frequency == "epoch"
+    off = env(MODEL_NAME="some/model", DATASET_PATH=env.data, PREDICTIONS_CONFIG={"enabled": False})()
+    assert not off.predictions.enabled
     assert cfg.training.eval_strategy == "no"  # no evaluation data
     assert cfg.training.learning_rate == 2e-5
 
@@ -168,7 +172,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == EXIT_CONFIG, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "configuration error: 7 problems:" in out, out
+    assert "configuration error: 8 problems:" in out, out
     for part in (
         "  - TRAINING_CONFIG.learning_rate: Input should be a valid number",
         "  - TRAINING_CONFIG.epochs: unknown key; accepted: num_train_epochs, max_steps",
@@ -176,7 +180,9 @@ def test_every_problem_is_reported_at_once(tmp_path):
         "  - PREDICTIONS_CONFIG.sample_frequency: Input should be 'eval', 'epoch' or 'steps' (got 'hourly')",
         "  - DATASET_PATH: file not found: '/nope.jsonl'",
         "database mode is half-configured: missing SUPABASE_SERVICE_KEY",
-        "  - NUM_PROCESSES: Input should be a valid integer",
+        "  - NUM_PROCESSES: Input should be a valid integer, unable to parse string as an integer (got 'two'); "
+        "accepted: a whole number",
+        "  - PREDICTIONS_CONFIG.sample_count: must be at least 1 when predictions are enabled (got 0)",
     ):
         assert part in out, out
     assert not (tmp_path / "out").exists()
@@ -238,7 +244,7 @@ def test_user_keys_override_only_the_defaults_they_name(env):
     assert cfg.training.max_steps == 5 and cfg.training.learning_rate == 2e-3  # the demo's, kept
     assert cfg.training.per_device_train_batch_size == 32 and cfg.predictions.enabled  # demo's too
     assert cfg.training_sources["max_steps"] == "TRAINING_CONFIG" and cfg.training_sources["learning_rate"] == "demo"
-    assert cfg.predictions.sample_count == 3 and cfg.predictions.max_new_tokens == 8
+    assert cfg.predictions.sample_count == 3 and cfg.predictions.max_new_tokens == 32
 
 
 def test_evaluation_defaults_follow_the_data(env):
@@ -322,7 +328,7 @@ def test_the_report_prints_the_effective_settings_and_their_sources(env):
     assert "batch: 32 per process × 2 accumulation × 2 processes = 128 rows per step — TRAINING_CONFIG / demo" in text
     assert "optimizer: adamw_torch_fused — default" in text
     assert "evaluation: epoch — follows the data (evaluation data present)" in text
-    assert "predictions: 24 samples, at each epoch end, max_new_tokens 8 — demo" in text
+    assert "predictions: 24 samples, at each epoch end, max_new_tokens 32 — demo" in text
 
 
 def test_redaction():
@@ -360,3 +366,25 @@ def test_surrounding_whitespace_is_stripped_and_an_empty_model_folder_refused(en
     (tmp_path / "empty-model").mkdir()
     assert f"MODEL_NAME: {tmp_path / 'empty-model'} is a folder without a model (no config.json)" in error_of(
         env(MODEL_NAME=str(tmp_path / "empty-model"), DATASET_PATH=env.data))
+
+
+def test_save_steps_alone_saves_on_the_demo(env):
+    """The demo's save_strategy is "no": naming save_steps alone means saving every that many steps."""
+    cfg = env(TRAINING_CONFIG={"save_steps": 50})()
+    assert (cfg.training.save_strategy, cfg.training.save_steps) == ("steps", 50)
+    assert cfg.training_sources["save_strategy"] == "TRAINING_CONFIG"
+    assert env(TRAINING_CONFIG={"save_steps": 50, "save_strategy": "no"})().training.save_strategy == "no"
+
+
+def test_every_problem_at_once_and_what_each_refused_value_accepts(env):
+    """A bad key does not hide the checks across keys (sample_count 0 with a bad sample_frequency),
+    and a refused value names what is accepted."""
+    msg = error_of(env(TRAINING_CONFIG={"learning_rate": "fast", "per_device_train_batch_size": 2.5, "max_steps": 0},
+                       PREDICTIONS_CONFIG={"enabled": True, "sample_count": 0, "sample_frequency": "often"}))
+    assert "TRAINING_CONFIG.learning_rate: " in msg and "(got 'fast'); accepted: a number" in msg
+    assert "greater than 0" in msg.split("learning_rate")[1].splitlines()[0]
+    assert "per_device_train_batch_size" in msg and "accepted: a whole number" in msg
+    assert "PREDICTIONS_CONFIG.sample_frequency: Input should be 'eval', 'epoch' or 'steps'" in msg
+    assert "PREDICTIONS_CONFIG.sample_count: must be at least 1 when predictions are enabled (got 0)" in msg
+    assert "TRAINING_CONFIG.max_steps: must be positive" in msg
+    assert msg.startswith("5 problems")

@@ -18,14 +18,14 @@ from trainer.data import (
     tokenize,
     usable_examples,
 )
-from trainer.demo import build_tokenizer
+from trainer.demo import build_word_tokenizer
 
 WORDS = "system: user: assistant: reverse: red cat blue dog ### Instruction: Input: Response: sort"
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tokenizer([WORDS])
+    return build_word_tokenizer([WORDS])
 
 
 def test_chat_prompt_is_every_turn_before_the_last_assistant_turn(tokenizer):
@@ -45,7 +45,7 @@ def test_prompt_completion_and_instruction_formats(tokenizer):
     assert render({"prompt": "reverse: red cat", "completion": "cat red"}, tokenizer) == ("reverse: red cat", "cat red")
     prompt, completion = render({"instruction": "sort", "input": "red cat", "output": "cat red"}, tokenizer)
     assert prompt == "user: sort\n\nred cat\nassistant: " and completion == "cat red"  # the chat template
-    tokenizer_without_template = build_tokenizer([WORDS])
+    tokenizer_without_template = build_word_tokenizer([WORDS])
     tokenizer_without_template.chat_template = None
     prompt, _ = render({"instruction": "sort", "output": "x"}, tokenizer_without_template)
     assert prompt == "### Instruction:\nsort\n\n### Response:\n"

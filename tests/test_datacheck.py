@@ -46,9 +46,9 @@ def test_data_too_large_for_the_cpu_demo_is_refused_before_training(job, tmp_pat
 
 
 def test_a_local_hub_style_model_gets_the_context_and_unknown_token_checks(job, tmp_path, caplog):
-    from trainer.demo import build_tokenizer
+    from trainer.demo import build_word_tokenizer
 
-    tokenizer = build_tokenizer(["say red cat blue dog"])
+    tokenizer = build_word_tokenizer(["say red cat blue dog"])  # one that cannot spell every word
     tokenizer.model_max_length = 6
     tokenizer.save_pretrained(tmp_path / "model")
     (tmp_path / "model" / "config.json").write_text('{"model_type": "llama"}\n')  # a model folder, as MODEL_NAME needs
@@ -116,3 +116,30 @@ def test_a_hub_model_not_on_this_machine_is_checked_without_a_download(job, tmp_
     assert lines[0] == ("data: the tokenizer of example-org/not-on-this-machine is not on this machine yet: prompt "
                         "lengths and unknown tokens are checked by the training process once it has downloaded it")
     assert lines[1].endswith("t.jsonl: 6 usable rows (6 prompt/completion)")
+
+
+def test_answers_the_demo_model_cannot_write_are_warned_about(job, tmp_path, monkeypatch, caplog):
+    """Evaluation answers never seen whole (codes): the demo's byte-level tokenizer writes them from
+    pieces the training answers share, so nothing is said; a tokenizer that makes each answer one
+    token (the demo's former word-level one) gets a warning naming the file, as does <unk>."""
+    from trainer.demo import build_word_tokenizer
+
+    train = [{"prompt": f"code {n}", "completion": f"A-{n:04d}"} for n in range(0, 400, 2)]
+    evals = [{"prompt": f"code {n}", "completion": f"A-{n:04d}"} for n in range(1, 41, 2)]
+    cfg = job(DATASET_PATH=write(tmp_path / "t.jsonl", train), EVAL_DATASET_PATH=write(tmp_path / "e.jsonl", evals))
+    caplog.clear()
+    check_data(cfg)
+    assert not [m for m in trainer_lines(caplog) if "WARNING" in m]
+
+    texts = [r["prompt"] + " " + r["completion"] for r in train + evals]
+    monkeypatch.setattr(datacheck, "demo_tokenizer", lambda _paths: build_word_tokenizer(texts))
+    caplog.clear()
+    check_data(cfg)
+    assert (f"data: EVAL_DATASET_PATH {tmp_path / 'e.jsonl'}: WARNING 20 of 20 answers hold tokens no training "
+            "answer has (e.g. 'A-0001'): the model never learned to write them") in "\n".join(trainer_lines(caplog))
+
+    monkeypatch.setattr(datacheck, "demo_tokenizer", lambda _paths: build_word_tokenizer(texts[:200]))
+    caplog.clear()
+    check_data(cfg)
+    assert "WARNING 20 of 20 answers hold tokens unknown to the tokenizer (<unk>; e.g. 'A-0001')" in \
+        "\n".join(trainer_lines(caplog))

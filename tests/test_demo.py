@@ -27,16 +27,16 @@ def test_demo_learns_and_its_predictions_show_it(tmp_path):
 
     # the report, before anything heavy
     assert "predictions storage: kept locally only — SUPABASE_URL is not set" in out
-    assert "24 samples from the evaluation data, at each epoch end, plus a baseline round before training; 9 rounds expected" in out
+    assert "24 samples from the evaluation data, at each epoch end, plus a baseline round before training; 5 rounds expected" in out
     assert out.index("migrations: skipped") < out.index("data: DATASET_PATH ") < out.index("launch:")  # data checked in the parent
-    assert "predictions: projected cost: 9 rounds × " in out
+    assert "predictions: projected cost: 5 rounds × " in out
 
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     by_step: dict[int, list[dict]] = defaultdict(list)
     for row in rows:
         by_step[row["step"]].append(row)
     steps = sorted(by_step)
-    assert len(steps) == 9 and steps[0] == 0  # baseline + 8 epochs, keyed by global step
+    assert len(steps) == 5 and steps[0] == 0  # baseline + 4 epochs, keyed by global step
     assert all(len(by_step[s]) == 24 for s in steps)
     assert all(sorted(r["sample_index"] for r in by_step[s]) == list(range(24)) for s in steps)
     # the same samples in every round
@@ -45,8 +45,8 @@ def test_demo_learns_and_its_predictions_show_it(tmp_path):
     exact = [sum(r["exact_match"] for r in by_step[s]) / 24 for s in steps]
     assert exact[0] <= 0.1, exact  # fresh weights: nothing right
     assert exact[-1] >= 0.6, exact  # most samples right at the end
-    assert max(exact[:3]) < exact[-1]
-    assert "prediction rounds" in out and "9 rounds (0 failed), 216 rows" in out
+    assert exact[0] < exact[1] <= exact[-1]  # it learns within the first epoch
+    assert "prediction rounds" in out and "5 rounds (0 failed), 120 rows" in out
     assert (tmp_path / "out" / "final" / "model.safetensors").exists()
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from predictions.generator import generate_predictions, generation_mode
-from trainer.demo import build_model, build_tokenizer, make_task_rows
+from trainer.demo import build_model, build_word_tokenizer, make_task_rows
 
 ROWS = make_task_rows(400, seed=5)
 # Lengths from 1 to 7 words, so batches carry real left padding.
@@ -27,7 +27,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tokenizer([r["prompt"] + " " + r["completion"] for r in ROWS])
+    return build_word_tokenizer([r["prompt"] + " " + r["completion"] for r in ROWS])
 
 
 @pytest.fixture(autouse=True)

@@ -116,8 +116,41 @@ def test_the_terminal_view_fits_80_columns_and_cuts_long_texts(tmp_path):
     print_history(h, out)
     text = out.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80
-    assert "…" in text and "▼ lost@20" in text and "never right" in text
+    flat = "".join(text.replace("│", "").split())  # answers are whole, wrapped over lines
+    assert "y" * 500 in flat and "word" * 60 in flat and "prompt:reverse:longanswer" in flat
+    assert "▼ lost, right@10" in text and "never right" in text and "✓ right" in text
     assert "3 regressed" not in text and "2 regressed" in text
+
+
+def test_regressed_means_worse_at_the_last_round_than_at_its_best():
+    """A sample that dipped and came back is not regressed (its dip stays in its history); one
+    that was right and is wrong at the end is, and so is a CER worse at the end than its best."""
+    rows = []
+    for step in (0, 10, 20, 30):
+        rows.append(new_row(step, 0, "a b" if step in (10, 30) else "a", "a b"))  # right, dips, right again
+        rows.append(new_row(step, 1, "c d" if step == 20 else "c", "c d"))  # right at 20, wrong at 30
+        rows.append(new_row(step, 2, "zz", "e f", cer={0: 0.9, 10: 0.3, 20: 0.9, 30: 0.35}[step]))  # recovered CER
+    h = build_history(rows, job_id=JOB)
+    s0, s1, s2 = h.samples
+    assert not s0.regressed and s0.right_now and [(g.kind, g.to_step) for g in s0.regressions] == [("lost", 20)]
+    assert s1.regressed and (s1.worse_now.kind, s1.worse_now.from_step, s1.worse_now.to_step) == ("lost", 20, 30)
+    assert not s2.regressed and [g.kind for g in s2.regressions] == ["cer"]
+    assert [s.sample_index for s in h.regressed] == [1]
+    page = render_html(h)
+    # badges: the state at the last round
+    assert page.count('<span class="badge right">right at the last round</span>') == 1
+    assert page.count('<span class="badge wrong">wrong at the last round</span>') == 1
+    assert page.count('<span class="badge regressed">') == 1
+
+
+def test_a_round_where_every_sample_got_the_same_answer_is_said():
+    rows = [new_row(step, i, "x y" if step == 10 else f"a{i}", f"t{i}") for step in (0, 10) for i in range(3)]
+    h = build_history(rows, job_id=JOB)
+    assert [r.same_answer for r in h.rounds] == [None, "x y"]
+    out = Console(width=80, record=True)
+    print_history(h, out)
+    assert "step 10: every sample got the same answer ('x y')" in out.export_text()
+    assert "every sample got the same answer: x y" in render_html(h)
 
 
 def test_the_html_is_one_file_with_chart_filters_and_diffs():

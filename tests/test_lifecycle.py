@@ -197,8 +197,15 @@ def test_an_interrupted_attempt_resumes_and_another_jobs_state_is_not_this_ones(
     mark_running(cfg)
     assert finish(cfg, 143) == 143  # SIGTERM: the pod was stopped
     caplog.clear()
+    assert previous_outcome(cfg, fresh=False) is None  # no checkpoint: it says it starts over
+    assert "was interrupted" in caplog.messages[0] and "no checkpoint was saved" in caplog.messages[0]
+    assert "training starts over from step 0" in caplog.messages[0]
+    (tmp_path / "checkpoint-20").mkdir()
+    (tmp_path / "checkpoint-20" / "COMPLETE").write_text("20\n")
+    (tmp_path / "checkpoint-30").mkdir()  # torn: skipped
+    caplog.clear()
     assert previous_outcome(cfg, fresh=False) is None
-    assert "was interrupted" in caplog.messages[0] and "resuming" in caplog.messages[0]
+    assert "was interrupted" in caplog.messages[0] and "resuming from checkpoint-20" in caplog.messages[0]
 
 
 def test_another_jobs_outputs_on_the_volume_are_moved_aside_never_resumed_replayed_or_deleted(
@@ -356,3 +363,17 @@ def test_a_training_process_error_reaches_the_parents_job_failed(platform, monke
     mark_running(cfg)  # the OOM killer leaves no exception behind: the exit code says it
     assert finish(cfg, 137) == 137
     assert "SIGKILL" in platform.alerts[-1]["error_message"] and platform.types() == ["job_failed"] * 2
+
+
+def test_a_rerun_of_a_completed_job_names_the_settings_that_differ(monkeypatch, tmp_path, caplog):
+    cfg = config_for(monkeypatch, tmp_path, JOB_ID=JOB)
+    mark_running(cfg)
+    assert finish(cfg, 0) == 0
+    caplog.clear()
+    assert previous_outcome(cfg, fresh=False) == 0
+    assert not any("differ" in m for m in caplog.messages)  # the same settings: nothing to say
+    changed = config_for(monkeypatch, tmp_path, JOB_ID=JOB, TRAINING_CONFIG={"learning_rate": 0.001})
+    caplog.clear()
+    assert previous_outcome(changed, fresh=False) == 0
+    line = next(m for m in caplog.messages if "differ from the finished run" in m)
+    assert "training.learning_rate: 0.002 → 0.001" in line and "predictions." not in line

@@ -4,6 +4,7 @@ the README's variable table, the Dockerfile and the pinned requirements."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -69,3 +70,37 @@ def test_tests_run_with_the_pinned_requirements():
         m = re.match(r"^([A-Za-z0-9_.-]+)(\[[a-z]+\])?==([^\s#]+)", line)
         if m:
             assert version(m.group(1)) == m.group(3), f"{m.group(1)} installed differs from its pin"
+
+
+def test_an_env_file_runs_locally_with_its_json_values(tmp_path):
+    """scripts/with-env-file.sh reads .env as `docker run --env-file` does: the JSON values reach the
+    entrypoint whole (`source .env` would have split them into shell words)."""
+    import subprocess
+    import sys
+
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    values = {"TRAINING_CONFIG": '{"max_steps": 7, "learning_rate": 0.001}',
+              "PREDICTIONS_CONFIG": '{"sample_count": 3, "sample_frequency": "epoch"}', "OUTPUT_DIR": str(tmp_path / "out")}
+    env_file = tmp_path / ".env"
+    env_file.write_text("\n".join(f"{line}{values[line[:-1]]}" if line[:-1] in values else line for line in lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    proc = subprocess.run(["bash", "scripts/with-env-file.sh", str(env_file), sys.executable, "entrypoint.py", "check"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "length: 7 steps — TRAINING_CONFIG" in out and "learning rate: 0.001 — TRAINING_CONFIG" in out
+    assert "predictions: 3 samples, at each epoch end" in out
+
+
+def test_bitsandbytes_says_nothing_about_the_kernels_package_at_import():
+    """bitsandbytes (imported by peft and the Trainer) warns at import on CPUs with AVX512-BF16 that
+    the optional `kernels` package is absent; the image's processes import `trainer` first, which
+    quiets that one logger (trainer/__init__.py)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import trainer, bitsandbytes, logging; "
+                           "logging.getLogger('bitsandbytes').warning('other warnings still show')"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "gemm_4bit_forward" not in proc.stdout + proc.stderr and "other warnings still show" in proc.stderr

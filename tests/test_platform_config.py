@@ -162,7 +162,7 @@ def test_a_real_short_training_run_from_a_nested_platform_configuration(tmp_path
     assert "optimizer: adamw_torch_fused — platform config (training.optim) (optim paged_adamw_8bit needs bitsandbytes" in printed
     assert "trust_remote_code: true — platform config (model.trust_remote_code)" in printed
     assert "evaluation: steps — platform config (training.evaluation_strategy), every 6 steps" in printed
-    assert "predictions: 4 samples, after each evaluation, max_new_tokens 8 — TRAINING_CONFIG.predictions" in printed
+    assert "predictions: 4 samples, after each evaluation, max_new_tokens 32 — TRAINING_CONFIG.predictions" in printed
     assert "held out 20 of 400 rows for evaluation" in printed  # data.eval_split 0.05
     rows = spool_rows(out)
     # a baseline round (the demo's default, not overridden) plus one after each of the 2 evaluations

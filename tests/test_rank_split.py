@@ -46,11 +46,11 @@ def test_two_ranks_answer_as_one_and_a_failing_rank_fails_the_round_on_both(tmp_
     predict = {**PREDICT, "samples_path": str(samples)}
 
     one = tmp_path / "one"
-    env = job_env(one, TRAINING_CONFIG={**QUICK_TRAINING, "max_steps": 20, "save_strategy": "no"},
-                  PREDICTIONS_CONFIG={**predict, "step_interval": 20})
+    env = job_env(one, TRAINING_CONFIG={**QUICK_TRAINING, "max_steps": 60, "save_strategy": "no"},
+                  PREDICTIONS_CONFIG={**predict, "step_interval": 60})
     first = run_entrypoint(env)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-    reference = sorted((r for r in spool_rows(one) if r["step"] == 20), key=lambda r: r["sample_index"])
+    reference = sorted((r for r in spool_rows(one) if r["step"] == 60), key=lambda r: r["sample_index"])
     assert len(reference) == SAMPLES
 
     two = tmp_path / "two"

@@ -35,7 +35,7 @@ def test_the_readmes_two_commands_work_in_a_fresh_clone(tmp_path):
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
     demo, tests = readme_commands()
 
-    # The demo as written, kept short: a few steps instead of eight epochs (the same code path).
+    # The demo as written, kept short: a few steps instead of four epochs (the same code path).
     short = {**QUICK_TRAINING, "max_steps": 20, "save_strategy": "no"}
     proc = subprocess.run(demo.split(), cwd=clone, env={**env, "TRAINING_CONFIG": json.dumps(short)},
                           capture_output=True, text=True, timeout=1200)

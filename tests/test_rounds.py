@@ -9,19 +9,26 @@ import pytest
 import torch
 
 import predictions.generator as generator_module
-from predictions.rounds import ROUNDS_LOG_NAME, PredictionRounds, fault_hook_from_env, split_samples, with_prompts
+from predictions.rounds import (
+    ROUNDS_LOG_NAME,
+    PredictionRounds,
+    fault_hook_from_env,
+    same_answer,
+    split_samples,
+    with_prompts,
+)
 from predictions.sampler import draw_samples
 from predictions.store.rows import ROW_COLUMNS
 from predictions.store.writers.local import LocalJsonlWriter
 from trainer.config.schema import PredictionsConfig
-from trainer.demo import build_model, build_tokenizer, make_task_rows
+from trainer.demo import build_model, build_word_tokenizer, make_task_rows
 
 ROWS = make_task_rows(40, seed=3)
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tokenizer([r["prompt"] + " " + r["completion"] for r in ROWS])
+    return build_word_tokenizer([r["prompt"] + " " + r["completion"] for r in ROWS])
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +150,13 @@ def test_a_lone_failure_keeps_the_caller_rng_and_padding_of_the_batch(tokenizer,
     assert isinstance(gens[1], generator_module.SampleFailure) and "tokenises to nothing" in gens[1].error
     assert [g.prompt_tokens for g in (gens[0], gens[2])] == [2, 3]
     assert tokenizer.padding_side == "right" and torch.is_grad_enabled()
+
+
+def test_a_round_where_every_sample_got_the_same_answer_is_recognised():
+    def gen(text):
+        return generator_module.Generation(text, 1, 1, 1.0, "eos", 8, False, None, None)
+
+    failure = generator_module.SampleFailure("RuntimeError: x")
+    assert same_answer([gen("a b"), gen("a b"), failure]) == "a b"
+    assert same_answer([gen("a b"), gen("b a")]) is None
+    assert same_answer([gen("a b"), failure]) is None  # one answer is no pattern

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
 from accelerate import PartialState
 from transformers import TrainerCallback
 
-log = logging.getLogger(__name__)
+# The marker and the search live with the job's state on the volume: the parent reads them too
+# (to say what a restart resumes from) without importing transformers.
+from trainer.pod.state import _CHECKPOINT, MARKER, marker_job, newest_complete
 
-MARKER = "COMPLETE"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+__all__ = ["MARKER", "MarkComplete", "marker_job", "newest_complete"]
+
+log = logging.getLogger(__name__)
 
 
 class MarkComplete(TrainerCallback):
@@ -95,30 +97,3 @@ def newest_common(output_dir: Path, job_id: str | None = None) -> Path | None:
         log.info(f"resume: from checkpoint-{step}, the newest complete on every node (this node has "
                  f"checkpoint-{mine[0]})")
     return Path(output_dir) / f"checkpoint-{step}"
-
-
-def marker_job(path: Path) -> str | None:
-    """The job a complete checkpoint's marker names; None for a marker of an older image (step only)."""
-    lines = (path / MARKER).read_text(errors="replace").splitlines()
-    return lines[1].strip() if len(lines) > 1 and lines[1].strip() else None
-
-
-def newest_complete(output_dir: Path, job_id: str | None = None) -> Path | None:
-    """The newest complete checkpoint of job `job_id` under output_dir, or None (an empty volume
-    starts fresh). A checkpoint whose marker names another job is never resumed."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    found = sorted(
-        ((int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()),
-        reverse=True,
-    )
-    for _step, path in found:
-        if (path / MARKER).exists():
-            owner = marker_job(path)
-            if job_id is None or owner is None or owner == job_id:
-                return path
-            log.info(f"resume: skipping {path.name}: job {owner!r}'s, not job {job_id!r}'s")
-            continue
-        log.info(f"resume: skipping {path.name}: incomplete (the pod stopped while it was being written)")
-    return None

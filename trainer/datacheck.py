@@ -125,6 +125,7 @@ def check_data(cfg: JobConfig) -> None:
     context = model_context(cfg, tokenizer) if tokenizer is not None else None
 
     t = cfg.training
+    trained: set[int] | None = None  # the tokens of the training answers: what the model learns to write
     for source, file in files:
         checked = usable_examples(file, tokenizer, context=context, max_length=t.max_seq_length, method=t.method)
         for line in checked.describe(source.label):
@@ -138,6 +139,17 @@ def check_data(cfg: JobConfig) -> None:
                             f"{len(checked.examples)} usable row leaves no row to evaluate on; add rows, set "
                             "EVAL_DATASET_PATH, or set eval_split to 0")
         check_method_rows(t, source.label, checked.examples, training=source is files[0][0])
+        if tokenizer is not None:
+            answers = [x.completion for x in checked.examples]
+            if trained is None:  # the training file comes first
+                # A model trained from scratch writes only what it was taught; a pretrained one
+                # already writes its whole vocabulary: for it only <unk> matters.
+                trained = {i for ids in _answer_ids(tokenizer, answers) for i in ids} if cfg.is_demo else set()
+                for line in unwritable_answers(tokenizer, answers, None, source.label):
+                    log.info(line)
+            else:
+                for line in unwritable_answers(tokenizer, answers, trained, source.label):
+                    log.info(line)
 
     if user_data(cfg):
         rows = sum(len(f.rows) for _s, f in files)
@@ -161,6 +173,34 @@ def check_method_rows(t, label: str, examples, *, training: bool) -> None:
     problem = rated_problem(examples, t.reward_threshold)
     if problem:
         raise DataError(f"{label}: {problem}")
+
+
+def _answer_ids(tokenizer, answers: list[str]) -> list[list[int]]:
+    return tokenizer(answers, add_special_tokens=False).input_ids if answers else []
+
+
+def unwritable_answers(tokenizer, answers: list[str], trained: set[int] | None, label: str) -> list[str]:
+    """Warnings for answers the model cannot write: tokens <unk> (the tokenizer cannot spell them),
+    or, with `trained` (the training answers' tokens, for a model trained from scratch), tokens no
+    training answer has (the model never learned to write them — the mark of a tokenizer that makes
+    each whole answer one token)."""
+    unk = tokenizer.unk_token_id
+    unknown, unseen = [], []
+    for answer, ids in zip(answers, _answer_ids(tokenizer, answers), strict=True):
+        if unk is not None and unk in ids:
+            unknown.append(answer)
+        elif trained and not trained.issuperset(ids):
+            unseen.append(answer)
+    lines = []
+    n = len(answers)
+    if unknown:
+        lines.append(f"data: {label}: WARNING {len(unknown)} of {n} answers hold tokens unknown to the tokenizer "
+                     f"(<unk>; e.g. {unknown[0][:40]!r}): the model cannot write them, so they can never be right")
+    if unseen:
+        lines.append(f"data: {label}: WARNING {len(unseen)} of {n} answers hold tokens no training answer has "
+                     f"(e.g. {unseen[0][:40]!r}): the model never learned to write them, so they are unlikely "
+                     "to be right; answers made of pieces the training answers share can be learned")
+    return lines
 
 
 def record_failure(output_dir: Path, message: str) -> None:

@@ -5,10 +5,11 @@ The same rows come from the local spool (OUTPUT_DIR/predictions.jsonl) or from t
 versions of this image are read too: a fractional `epoch` becomes epoch + epoch_progress, a
 boolean `exact_match` becomes 1.0 / 0.0 (see ROW SHAPE in predictions/store/rows.py).
 
-A regression is a sample that got worse after it had been better: exactly right at an earlier
-round and not at a later one ("lost"), or a char_error_rate worse than its best earlier one by
-more than `threshold` ("cer"). The baseline round (step 0), when there is one, is the reference
-the views compare every answer with.
+A sample is *regressed* when it is worse at its last round than at its best: exactly right at
+some round and not at the last ("lost"), or a char_error_rate at the last round worse than its best
+by more than `threshold` ("cer"). A sample that dipped and came back is not regressed; its dips
+stay in its history (`regressions`: every fall, round by round). The baseline round (step 0), when
+there is one, is the reference the views compare every answer with.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class RoundFigures:
     means: dict[str, float]  # exact_match, char_error_rate, word_overlap, length_ratio (non-null values)
     validation_pass_rate: float | None
     failed_samples: int
+    same_answer: str | None = None  # the one answer every sample gave, when they all gave the same
     extra: dict[str, float] = field(default_factory=dict)  # means of the rows' `metrics` (extra scores)
     status: str = "ok"  # "ok" | "failed"
     error: str | None = None
@@ -121,11 +123,14 @@ class SampleHistory:
     ground_truth: str | None
     rows: dict[int, dict[str, Any]]  # step → row
     first_right: int | None = None  # the first step at which it was exactly right
-    regressions: list[Regression] = field(default_factory=list)
+    regressions: list[Regression] = field(default_factory=list)  # every fall, recovered or not
+    worse_now: Regression | None = None  # its last round against its best one, when worse
+    right_now: bool = False  # exactly right at its last answered round
 
     @property
     def regressed(self) -> bool:
-        return bool(self.regressions)
+        """Worse at its last round than at its best (a dip it recovered from is not)."""
+        return self.worse_now is not None
 
     @property
     def ever_right(self) -> bool:
@@ -179,7 +184,9 @@ def _round_figures(step: int, rows: list[dict[str, Any]], logged: dict[str, Any]
         seconds = _float(logged.get("seconds")) if logged.get("seconds") is not None else seconds
         tokens_per_s = _float(logged.get("tokens_per_s")) if logged.get("tokens_per_s") is not None else tokens_per_s
     first = rows[0]
+    answers = {r.get("prediction") for r in answered}
     return RoundFigures(
+        same_answer=next(iter(answers)) if len(answered) > 1 and len(answers) == 1 else None,
         step=step, epoch=first["epoch"], epoch_progress=first["epoch_progress"], samples=len(rows),
         seconds=seconds, tokens_per_s=tokens_per_s, means=means, extra=extra,
         validation_pass_rate=sum(bool(v) for v in validated) / len(validated) if validated else None,
@@ -202,15 +209,18 @@ def _regressions(sample: SampleHistory, steps: list[int], threshold: float) -> N
     best_cer: tuple[float, int] | None = None  # (best CER so far, its step)
     right_at: int | None = None  # the last step it was exactly right, while it still is
     cer_dropped = False  # flagged once per fall; flagged again only after it came back
+    last_right: int | None = None  # the last step it was exactly right
+    last: tuple[int, float | None, float | None] | None = None  # (step, exact match, CER) of its last answer
     for step in steps:
         row = sample.rows.get(step)
         if row is None or row.get("generation_error"):
             continue  # no answer this round: nothing to compare
         em, cer = row["exact_match"], row["char_error_rate"]
+        last = (step, em, cer)
         if em == 1.0:
             if sample.first_right is None:
                 sample.first_right = step
-            right_at = step
+            right_at = last_right = step
         lost = em == 0.0 and right_at is not None
         if lost:
             sample.regressions.append(Regression("lost", right_at, step, "was exactly right, is not"))
@@ -226,6 +236,15 @@ def _regressions(sample: SampleHistory, steps: list[int], threshold: float) -> N
             cer_dropped = False
         if best_cer is None or cer < best_cer[0]:
             best_cer = (cer, step)
+    if last is None:
+        return
+    step, em, cer = last
+    sample.right_now = em == 1.0
+    if last_right is not None and em != 1.0:
+        sample.worse_now = Regression("lost", last_right, step, f"exactly right at step {last_right}, not at the last round")
+    elif cer is not None and best_cer is not None and cer - best_cer[0] > threshold:
+        sample.worse_now = Regression("cer", best_cer[1], step, f"char error rate {best_cer[0]:.2f} at its best, "
+                                      f"{cer:.2f} at the last round")
 
 
 def _preference_regressions(sample: SampleHistory, steps: list[int]) -> None:

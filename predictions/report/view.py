@@ -12,6 +12,7 @@ from pathlib import Path
 from markupsafe import Markup, escape
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from predictions.report.history import History, SampleHistory
 
@@ -60,37 +61,52 @@ def rounds_table(history: History) -> Table:
 
 
 def _flags(s: SampleHistory) -> str:
-    """Short: "▼ lost@40" (the first regression, "+n" more), or "never right"."""
+    """Short, the sample's state at its last round: "▼ lost, right@40" (worse than its best),
+    "✓ right", "never right", or "" (wrong, and never better)."""
     if s.regressed:
-        g = s.regressions[0]
-        more = len(s.regressions) - 1
-        return f"▼ {g.kind}@{g.to_step}" + (f" +{more}" if more else "")
+        w = s.worse_now
+        return f"▼ {w.kind}, best@{w.from_step}" if w.kind == "cer" else f"▼ lost, right@{w.from_step}"
+    if s.right_now:
+        return "✓ right" + (" (dipped)" if s.regressions else "")
     return "" if s.ever_right else "never right"
 
 
+PROMPT_CHARS = 300  # a prompt's end (where the question is) in the terminal; answers are whole
+
+
+def _tail(text: str, limit: int) -> str:
+    return text if len(text) <= limit else CUT + text[-limit:]
+
+
 def samples_table(history: History) -> Table:
-    """One line per sample: ground truth, baseline (or first) answer, last answer, first right."""
+    """One block per sample: its prompt (its end), ground truth, baseline (or first) answer and last
+    answer, whole and wrapped; the first step it was right, and its state at the last round."""
     steps = history.steps
     first, last = (steps[0], steps[-1]) if steps else (None, None)
-    table = Table(title="samples (▼ regressed)", title_justify="left", pad_edge=False, padding=(0, 1), expand=True)
+    table = Table(title="samples (▼ regressed: worse at the last round than at its best)", title_justify="left",
+                  pad_edge=False, padding=(0, 1), expand=True, show_lines=True)
     table.add_column("#", justify="right", no_wrap=True, min_width=2)
-    for title in ("ground truth", "baseline" if history.baseline_step == 0 else f"step {first}", f"step {last}"):
-        table.add_column(title, ratio=1, no_wrap=True, overflow="ellipsis", min_width=8)
+    table.add_column("prompt, ground truth and answers", ratio=1, overflow="fold")
     table.add_column("right at", justify="right", no_wrap=True, min_width=5)
-    table.add_column("flags", no_wrap=True, min_width=11)
+    table.add_column("at the end", no_wrap=True, min_width=11)
+    first_name = "baseline" if history.baseline_step == 0 else f"step {first}"
     for s in history.samples:
-        answer = lambda step: cut(s.rows[step]["prediction"], 60) if step in s.rows else "-"  # noqa: E731
-        table.add_row(str(s.sample_index), cut(s.ground_truth, 60), answer(first), answer(last),
+        lines = [Text("prompt: ", style="dim") + Text(_tail(s.prompt, PROMPT_CHARS)),
+                 Text("truth: ", style="dim") + Text(s.ground_truth or "-")]
+        for name, step in ((first_name, first), (f"step {last}", last)):
+            if step in s.rows and (first != last or name == first_name):
+                lines.append(Text(f"{name}: ", style="dim") + Text(s.rows[step]["prediction"] or "''"))
+        table.add_row(str(s.sample_index), Text("\n").join(lines),
                       "-" if s.first_right is None else str(s.first_right), _flags(s))
     return table
 
 
 def sample_rounds_table(history: History, s: SampleHistory) -> Table:
-    """One sample's answers round by round, next to its ground truth."""
+    """One sample's answers round by round (whole, wrapped), next to its ground truth."""
     table = Table(title=f"sample {s.sample_index}: {cut(s.ground_truth, 50)}", title_justify="left", expand=True,
                   pad_edge=False, padding=(0, 1))
     table.add_column("step", justify="right", no_wrap=True)
-    table.add_column("answer", ratio=1, no_wrap=True, overflow="ellipsis")
+    table.add_column("answer", ratio=1, overflow="fold")
     table.add_column("exact", justify="right", no_wrap=True)
     table.add_column("CER", justify="right", no_wrap=True)
     table.add_column("", no_wrap=True, min_width=7)
@@ -100,9 +116,15 @@ def sample_rounds_table(history: History, s: SampleHistory) -> Table:
         if row is None:
             continue
         text = f"error: {row['generation_error']}" if row.get("generation_error") else row["prediction"]
-        table.add_row(str(step), cut(text, 200), _pct(row["exact_match"]), _num(row["char_error_rate"], ".2f"),
+        table.add_row(str(step), Text(text), _pct(row["exact_match"]), _num(row["char_error_rate"], ".2f"),
                       marks.get(step, "✓ right" if step == s.first_right else ""))
     return table
+
+
+def same_answer_lines(history: History) -> list[str]:
+    """One line per round in which every sample got the same answer."""
+    return [f"step {r.step}: every sample got the same answer ({cut(r.same_answer, 40)!r})"
+            for r in history.rounds if r.same_answer is not None]
 
 
 def print_history(history: History, console: Console | None = None, *, detail: int = 10) -> None:
@@ -112,6 +134,8 @@ def print_history(history: History, console: Console | None = None, *, detail: i
     console.print(rounds_table(history))
     for r in history.failed_rounds:
         console.print(f"failed round at step {r.step}: {cut(r.error, 60)}")
+    for line in same_answer_lines(history):
+        console.print(line, markup=False)
     console.print(summary_line(history))
     if not history.samples:
         return
@@ -130,7 +154,8 @@ def summary_line(history: History) -> str:
     return (f"{history.job_id or 'all jobs'} ({history.source}): {len(ok)} rounds, {len(history.failed_rounds)} failed; "
             f"{len(history.samples)} samples: {right_last} right at the last round, "
             f"{sum(s.ever_right for s in history.samples)} ever right, "
-            f"{len(history.regressed)} regressed (CER threshold {history.threshold:g})")
+            f"{len(history.regressed)} regressed (worse at the last round than at their best; CER threshold "
+            f"{history.threshold:g})")
 
 
 # -- HTML ---------------------------------------------------------------------------------------

@@ -73,7 +73,43 @@ def _pydantic_problems(variable: str, model: type[BaseModel], e: ValidationError
         msg = err["msg"]
         if "input" in err and not isinstance(err["input"], dict):
             msg += f" (got {err['input']!r})"
-        problems.add(variable, msg, key)
+        accepted = _accepted(model, loc, err["type"])
+        problems.add(variable, f"{msg}; accepted: {accepted}" if accepted else msg, key)
+
+
+#: What a pydantic type error accepts, by its error type (literal errors list their values already).
+_KINDS = {"float": "a number (e.g. 0.0002 or 2e-4)", "int": "a whole number (e.g. 8)", "bool": "true or false",
+          "string": "text (a JSON string)", "list": "a JSON list", "dict": "a JSON object"}
+_BOUNDS = (("gt", "greater than"), ("ge", "at least"), ("lt", "less than"), ("le", "at most"))
+
+
+def _accepted(model, loc: tuple, kind: str) -> str | None:
+    """What the field at `loc` accepts, for an error of `kind` whose message does not say it (a
+    wrong type: "learning_rate: … (got 'fast')" becomes "…; accepted: a number greater than 0")."""
+    if kind.startswith(("literal", "enum", "greater", "less")):
+        return None  # the message lists the values or states the bound already
+    owner = model
+    for part in loc[:-1]:
+        owner = _submodel(owner, part)
+    field = owner.model_fields.get(loc[-1]) if owner is not None and loc else None
+    what = next((text for prefix, text in _KINDS.items() if kind.startswith(prefix)), None)
+    if field is None or what is None:
+        return what
+    bounds = [f"{word} {getattr(m, attr)}" for m in field.metadata for attr, word in _BOUNDS
+              if getattr(m, attr, None) is not None]
+    if bounds:
+        what += ", " + " and ".join(bounds)
+    return what + (f" — {field.description}" if field.description else "")
+
+
+def _partial(model: type[BaseModel], merged: dict, e: ValidationError) -> tuple[BaseModel | None, set[str]]:
+    """`merged` validated without the keys that failed (their defaults instead), so that the checks
+    across keys still run on the rest and every problem is reported at once; and the failed keys."""
+    failed = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+    try:
+        return model.model_validate({k: v for k, v in merged.items() if k not in failed}), failed
+    except ValidationError:
+        return None, failed
 
 
 def _submodel(model, name: str):
@@ -125,7 +161,7 @@ def _training_config(env: Environment, demo: bool, problems: Problems):
             mapped = map_platform(PlatformJob.model_validate(data))
         except ValidationError as e:
             _pydantic_problems("TRAINING_CONFIG", PlatformJob, e, problems)
-            return None, shape, {}, None
+            return None, shape, {}, None, set()
         for key, why in mapped.refusals:
             problems.add("TRAINING_CONFIG", why, key)
         user, origin = mapped.training, mapped.origin
@@ -134,17 +170,29 @@ def _training_config(env: Environment, demo: bool, problems: Problems):
     layers = [(DEMO_TRAINING, "demo")] if demo else []
     label = (lambda k: f"platform config ({origin.get(k, k)})") if shape == "platform" else "TRAINING_CONFIG"
     merged, sources = _merge(*layers, (user, label))
+    if "save_steps" in user and "save_strategy" not in user and merged.get("save_strategy") == "no":
+        merged["save_strategy"] = "steps"  # save_steps alone means saving (the demo's default is "no")
+        sources["save_strategy"] = sources["save_steps"]
     try:
         training = TrainingConfig.model_validate(merged)
     except ValidationError as e:
         def rename(loc: tuple) -> str:  # the platform's key, where the value came from one
             return ".".join((origin.get(loc[0], loc[0]), *loc[1:])) if loc else ""
         _pydantic_problems("TRAINING_CONFIG", TrainingConfig, e, problems, rename if shape == "platform" else None)
-        return None, shape, sources, mapped
-    return training, shape, sources, mapped
+        partial, failed = _partial(TrainingConfig, merged, e)
+        return partial, shape, sources, mapped, failed | {origin.get(k, k) for k in failed}
+    return training, shape, sources, mapped, set()
 
 
-def _predictions_config(env: Environment, demo: bool, platform_block: dict | None, problems: Problems):
+#: A model of the user's, nothing said about predictions (no PREDICTIONS_CONFIG, no platform
+#: configuration): predictions are the image's point, so a small fixed sample at each epoch end.
+#: PREDICTIONS_CONFIG replaces it ({"enabled": false} turns them off); a platform configuration
+#: says what it says.
+MODEL_PREDICTIONS = {"enabled": True, "sample_count": 8, "sample_frequency": "epoch"}
+
+
+def _predictions_config(env: Environment, demo: bool, platform_block: dict | None, problems: Problems,
+                        platform_shape: bool = False):
     """PREDICTIONS_CONFIG, or the platform configuration's predictions block, over the defaults."""
     own = _parse_json("PREDICTIONS_CONFIG", env.PREDICTIONS_CONFIG, problems)
     user, source = own, "PREDICTIONS_CONFIG"
@@ -155,14 +203,16 @@ def _predictions_config(env: Environment, demo: bool, platform_block: dict | Non
         user, source = platform_block, "TRAINING_CONFIG.predictions"
     if user is None:
         source = "demo" if demo else "default"
-    merged, _ = _merge(*([(DEMO_PREDICTIONS, "demo")] if demo else []), (user or {}, source))
+    defaults = DEMO_PREDICTIONS if demo else MODEL_PREDICTIONS if user is None and not platform_shape else {}
+    merged, _ = _merge((defaults, source), (user or {}, source))
     variable = "PREDICTIONS_CONFIG" if source != "TRAINING_CONFIG.predictions" else "TRAINING_CONFIG"
     try:
-        return PredictionsConfig.model_validate(merged), source, variable
+        return PredictionsConfig.model_validate(merged), source, variable, set()
     except ValidationError as e:
         prefix = ("predictions",) if variable == "TRAINING_CONFIG" else ()
         _pydantic_problems(variable, PredictionsConfig, e, problems, lambda loc: ".".join((*prefix, *loc)))
-        return None, source, variable
+        partial, failed = _partial(PredictionsConfig, merged, e)
+        return partial, source, variable, failed
 
 
 def check_model_name(model_name: str, problems: Problems) -> None:
@@ -189,7 +239,9 @@ def load_config() -> JobConfig:
         for err in e.errors():
             name = str(err["loc"][0])
             secret = VARIABLES.get(name, ("", "", False))[2]  # a secret's value is never shown
-            problems.add(name, err["msg"] if secret else f"{err['msg']} (got {err.get('input')!r})")
+            accepted = _accepted(Environment, tuple(map(str, err["loc"])), err["type"])
+            problems.add(name, (err["msg"] if secret else f"{err['msg']} (got {err.get('input')!r})")
+                         + (f"; accepted: {accepted}" if accepted else ""))
             failed[str(err["loc"][0])] = None
         env = Environment(**failed)  # the rest is still checked: every problem in one message
 
@@ -204,9 +256,13 @@ def load_config() -> JobConfig:
                          f"{platform_model!r}: set one of them, or make them equal")
     demo = model_name == DEMO_MODEL
     check_model_name(model_name, problems)
-    training, shape, sources, mapped = _training_config(env, demo, problems)
-    predictions, predictions_source, pred_variable = _predictions_config(
-        env, demo, mapped.predictions if mapped else None, problems)
+    # A block with a bad key is still checked across keys (the bad key at its default, and no
+    # problem reported about it twice): every problem at once, not one per fix.
+    training, shape, sources, mapped, failed = _training_config(env, demo, problems)
+    predictions, predictions_source, pred_variable, failed_predictions = _predictions_config(
+        env, demo, mapped.predictions if mapped else None, problems, shape == "platform")
+    failed |= {f"predictions.{k}" for k in failed_predictions} | failed_predictions
+    checked, problems = problems, Problems()
 
     # The data: DATASET_PATH, or DATASET_URL as the platform sends it
     dataset, eval_dataset = env.DATASET_PATH, env.EVAL_DATASET_PATH
@@ -235,6 +291,9 @@ def load_config() -> JobConfig:
             refuse_sharded(predictions)
         except ConfigError as e:  # reported with the others
             problems.extend(e.problems)
+    if failed:  # checked on a partial block: nothing more about a key already reported
+        failed |= {p.key for p in checked if p.key}
+    problems = Problems([*checked, *(p for p in problems if p.key not in failed)])
 
     platform = None
     try:

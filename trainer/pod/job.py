@@ -14,9 +14,9 @@ from trainer.config.exits import EXIT_DISK_FULL, EXIT_KILLED, RECHECKED_ON_START
 from trainer.config.job import JobConfig
 from trainer.pod.hub import upload_to_hub
 from trainer.pod.platform import send_alert
-from trainer.pod.state import STATE_FILE, read_state, write_state
+from trainer.pod.state import STATE_FILE, newest_complete, read_state, write_state
 from trainer.pod.volume import claim
-from trainer.redact import scrub
+from trainer.redact import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,24 @@ def describe_exit(code: int, output_dir: Path | None = None) -> str:
         return ("the training processes were killed (SIGKILL): on a pod, usually the kernel's out-of-memory killer "
                 "(host RAM); a smaller batch or fewer dataloader workers helps")
     return f"a training process exited with code {code}; its error is in the pod's log above"
+
+
+def settings(cfg: JobConfig) -> dict[str, object]:
+    """The run's settings as flat `key: value` (training.*, predictions.*, the model and data; URLs
+    without their query string, no secret), kept in the job's state to compare a rerun with."""
+    flat: dict[str, object] = {"MODEL_NAME": cfg.model_name, "DATASET_PATH": redact_url(cfg.dataset_path),
+                               "EVAL_DATASET_PATH": redact_url(cfg.eval_dataset_path or "") or None}
+    for block, model in (("training", cfg.training), ("predictions", cfg.predictions)):
+        for key, value in model.model_dump(mode="json").items():
+            flat[f"{block}.{key}"] = redact_url(value) if key.endswith("_path") and isinstance(value, str) else value
+    return flat
+
+
+def _differences(before: dict | None, now: dict[str, object]) -> list[str]:
+    if not isinstance(before, dict):
+        return []
+    return [f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in sorted(set(before) | set(now))
+            if before.get(k) != now.get(k)]
 
 
 def previous_outcome(cfg: JobConfig, *, fresh: bool, primary: bool = True) -> int | None:
@@ -48,6 +66,9 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool, primary: bool = True) -> in
     if status == "completed":
         log.info(f"job {cfg.job_id} is already complete (finished {when}): the model is in {out / 'final'}, "
             f"its predictions in {cfg.predictions_path}; nothing to train")
+        changed = _differences(state.get("settings"), settings(cfg))
+        if changed:
+            log.info(f"these settings differ from the finished run, and take effect only in a new one: {'; '.join(changed)}")
         log.info("to train it again from zero, set FRESH_RUN=1 (or run `entrypoint.py run --fresh`)")
         if primary:
             send_alert(calls, "job_completed", **progress)  # the pod still runs: the platform missed it
@@ -68,7 +89,16 @@ def previous_outcome(cfg: JobConfig, *, fresh: bool, primary: bool = True) -> in
         if primary:
             send_alert(calls, "job_failed", error=state.get("error"), **progress)
         return code
-    log.info(f"job {cfg.job_id} was interrupted (state {status!r} since {when}, step {state.get('step')}); resuming")
+    checkpoint = newest_complete(out, cfg.job_id, quiet=True)
+    if checkpoint is not None:
+        log.info(f"job {cfg.job_id} was interrupted (state {status!r} since {when}, step {state.get('step')}); "
+                 f"resuming from {checkpoint.name}")
+    else:
+        saving = (f"save_strategy is {cfg.training.save_strategy!r}" if cfg.training.save_strategy == "no"
+                  else "none was complete yet")
+        log.info(f"job {cfg.job_id} was interrupted (state {status!r} since {when}, step {state.get('step')}) and "
+                 f"no checkpoint was saved ({saving}): training starts over from step 0; rounds already in the "
+                 "spool are not predicted again")
     return None
 
 
@@ -77,6 +107,7 @@ def mark_running(cfg: JobConfig) -> None:
     previous = read_state(cfg.output_dir) or {}
     same = previous.get("job_id") == cfg.job_id
     write_state(cfg.output_dir, replace=True, job_id=cfg.job_id, status="running", exit_code=None, error=None,
+                settings=settings(cfg),
                 attempt=(previous.get("attempt", 0) + 1) if same else 1,
                 **{k: previous[k] for k in ("step", "total_steps", "loss", "fresh_run") if same and k in previous})
 

@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "job_state.json"
 LOCK_FILE = ".job_state.lock"
+#: A checkpoint is complete once trainer/checkpoints.py's MarkComplete wrote this file in it.
+MARKER = "COMPLETE"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 MAX_ERROR_CHARS = 4000  # the platform stores error_message in the job row
 
 
@@ -87,3 +91,33 @@ def record_failure(output_dir: Path, error: str) -> None:
     with _locked(output_dir):
         if not (read_state(output_dir) or {}).get("error"):
             _write(output_dir, False, {"error": scrub(error)[-MAX_ERROR_CHARS:]})
+
+
+def marker_job(path: Path) -> str | None:
+    """The job a complete checkpoint's marker names; None for a marker of an older image (step only)."""
+    lines = (path / MARKER).read_text(errors="replace").splitlines()
+    return lines[1].strip() if len(lines) > 1 and lines[1].strip() else None
+
+
+def newest_complete(output_dir: Path, job_id: str | None = None, *, quiet: bool = False) -> Path | None:
+    """The newest complete checkpoint of job `job_id` under output_dir, or None (an empty volume
+    starts fresh). A checkpoint whose marker names another job is never resumed; a torn one is
+    skipped, said unless `quiet` (the parent looks first; the training process says it)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = sorted(
+        ((int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()),
+        reverse=True,
+    )
+    for _step, path in found:
+        if (path / MARKER).exists():
+            owner = marker_job(path)
+            if job_id is None or owner is None or owner == job_id:
+                return path
+            if not quiet:
+                log.info(f"resume: skipping {path.name}: job {owner!r}'s, not job {job_id!r}'s")
+            continue
+        if not quiet:
+            log.info(f"resume: skipping {path.name}: incomplete (the pod stopped while it was being written)")
+    return None
