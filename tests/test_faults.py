@@ -114,7 +114,7 @@ def test_gzip_over_http_as_bytes_or_content_encoding(server, path, tmp_path):
 
 # Data that cannot be used at all: the run itself is refused with 78, before the model loads.
 def refused_data(tmp_path: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
-    (tmp_path / "none.jsonl").write_text('{"text": "no format"}\n{"prompt": "", "completion": "x"}\n')
+    (tmp_path / "none.jsonl").write_text('{"question_text": "no format"}\n{"prompt": "", "completion": "x"}\n')
     packed = gzip.compress(JSONL)
     (tmp_path / "cut.jsonl.gz").write_bytes(packed[:len(packed) // 2])
     (tmp_path / "train.jsonl").write_bytes(JSONL)
