@@ -278,7 +278,9 @@ def launch_failure(cluster: Cluster, output_dir: Path, code: int, recorded: str 
         return never_joined_message(cluster)
     if not recorded:
         return None
-    peer = re.search(r"(?:closed by peer|reset by peer|peer) \[?([0-9a-fA-F.:]+?)\]?:(\d+)", recorded)
+    # gloo says "Connection closed by peer [addr]:port" or "Read error [addr]:port: Connection reset by peer"
+    peer = re.search(r"(?:closed by peer|reset by peer|peer|Read error|Write error) \[?([0-9a-fA-F.:]+?)\]?:(\d+)",
+                     recorded)
     if peer or re.search(r"NCCL|[Gg]loo|Connection (closed|reset)|timed out|Timeout", recorded):
         gone = (f"the node at {peer.group(1)} (its NODE_ADDR) went away" if peer
                 else "another node stopped answering")
