@@ -58,9 +58,10 @@ def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
         server.close()
     printed = proc.stdout + proc.stderr
     assert proc.returncode == 0, printed[-4000:]
-    # argv: every process of the run as /proc showed it while it ran (accelerate's launcher and the
-    # training process among them: the check could see a secret there).
-    assert any("accelerate" in a for a in argv) and any("trainer.train" in a for a in argv), argv
+    # argv: every process of the run as /proc showed it while it ran (the launcher, accelerate's
+    # within trainer/pod/supervise.py, and the training process among them: the check could see a
+    # secret there).
+    assert any("trainer.pod.supervise" in a for a in argv) and any("trainer.train" in a for a in argv), argv
     assert not [a for a in argv if CANARY in a]
     assert "role=service_role" in printed and "role=anon" in printed  # the report shows roles, not values
     assert CANARY not in printed
