@@ -250,19 +250,24 @@ def _regressions(sample: SampleHistory, steps: list[int], threshold: float) -> N
 def _preference_regressions(sample: SampleHistory, steps: list[int]) -> None:
     """dpo / orpo rows (predictions/preference.py): a sample whose preference flips from correct
     (the chosen answer's implicit reward above the rejected one's) to wrong is a regression too."""
-    correct_at: int | None = None
+    correct_at = last_correct = last = None
     for step in steps:
         row = sample.rows.get(step)
         metrics = row.get("metrics") if row else None
         value = _float(metrics.get("preference_correct")) if isinstance(metrics, dict) else None
         if value is None:
             continue
+        last = (step, value)
         if value == 1.0:
-            correct_at = step
+            correct_at = last_correct = step
         elif correct_at is not None:
             sample.regressions.append(Regression("preference", correct_at, step,
                                                  "preferred the chosen answer, now prefers the rejected one"))
             correct_at = None
+    if last is not None and last[1] != 1.0 and last_correct is not None and sample.worse_now is None:
+        # worse now than at its best: it preferred the chosen answer at last_correct, not at the end
+        sample.worse_now = Regression("preference", last_correct, last[0],
+                                      "preferred the chosen answer, now prefers the rejected one")
 
 
 def build_history(
