@@ -40,6 +40,7 @@ from trainer.config.errors import ConfigError
 from trainer.config.exits import (
     EXIT_BUSY,
     EXIT_CONFIG,
+    EXIT_DISK_FULL,
     EXIT_INTERRUPTED,
     EXIT_MIGRATION,
     EXIT_OK,
@@ -239,12 +240,18 @@ def _after_config(cfg: JobConfig, opts, script: bootstrap.Script | None, command
 def check_data_and_machine(cfg: JobConfig, processes: int, device: str) -> tuple[int, str] | None:
     """The data, OUTPUT_DIR and the process count, before anything expensive; (78, why) when one
     is unusable."""
+    from trainer.child import disk_full_message
     from trainer.data import DataError
     from trainer.datacheck import RunRefused, check_data, check_machine
+    from trainer.fetch import DiskFull
 
     try:
         check_machine(cfg, processes, device)
         check_data(cfg)
+    except DiskFull as e:  # a download filled OUTPUT_DIR's disk: not the data's fault, a restart tries again
+        message = disk_full_message(cfg.output_dir)
+        log.info(f"{message} ({e})")
+        return EXIT_DISK_FULL, message
     except RunRefused as e:
         log.info(f"configuration error: {e}")
         return EXIT_CONFIG, f"configuration error: {e}"

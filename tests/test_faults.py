@@ -451,6 +451,32 @@ def test_a_full_disk_is_said_plainly_and_the_predictions_are_kept(tmp_path):
     assert [a["type"] for a in platform().alerts if "disk full" in (a.get("error_message") or "")] == ["job_failed"]
 
 
+@pytest.mark.slow
+def test_a_download_that_fills_the_disk_is_74_and_a_restart_tries_again(tmp_path):
+    """The parent's download of DATASET_URL onto OUTPUT_DIR (a 1 MB tmpfs) runs out of space:
+    74 with the disk-full message (not a data error, 78), no half file left, job_failed, and
+    the job is not locked: the next start tries again (and fails the same way here)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    big = FileServer({"/d/big.jsonl": JSONL * 2000})  # about 2.5 MB
+    before = len(platform().alerts)
+    try:
+        env = env_for(tmp_path, DATASET_PATH=big.url + "/d/big.jsonl")
+        first, again = run(env, timeout=120), run(env, timeout=120)
+        left = [p.name for p in (out / "downloads").iterdir()] if (out / "downloads").is_dir() else []
+    finally:
+        big.close()
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+    judge(first, code=74, says=["disk full: no space left", "a restart resumes"])
+    assert "data error" not in first.output and "launch:" not in first.output
+    assert left == []  # the partial download was removed
+    assert "not the job's own fault" in again.output and again.code == 74, again.output[-3000:]
+    assert [a["type"] for a in platform().alerts[before:] if "disk full" in (a.get("error_message") or "")] == [
+        "job_failed", "job_failed"]  # one per start: each start is a new attempt
+
+
 @pytest.fixture(scope="module")
 def hub_refusals():
     s = HubRefusals()

@@ -26,7 +26,7 @@ from pathlib import Path
 from trainer.config.job import JobConfig
 from trainer.data import FORMATS_HELP, DataError, FileRows, read_rows, row_format, row_texts, usable_examples
 from trainer.demo import DEMO_CONTEXT, DEMO_MAX_ROWS, DEMO_MAX_WORDS, TRAIN_FILE, demo_tokenizer
-from trainer.fetch import DownloadError, local_path
+from trainer.fetch import DiskFull, DownloadError, local_path
 from trainer.pairs import rated_problem
 from trainer.pod.state import read_state, write_state
 from trainer.redact import redact_url
@@ -67,6 +67,8 @@ def fetch(source: Source, output_dir: Path, job_id: str) -> Path:
     """The local file of `source` (downloaded once onto the volume, for this job); DataError naming it if not."""
     try:
         return local_path(source.location, output_dir, job_id)
+    except DiskFull:  # not the data's: the caller stops with 74 (a restart tries again)
+        raise
     except DownloadError as e:
         raise DataError(f"{source.variable}: {e}") from None
 

@@ -9,6 +9,7 @@ Content-Length is the compressed size, so the size check compares like with like
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -34,6 +35,12 @@ class DownloadError(Exception):
     """A download failed for good; the message never holds the URL's query (it may be a token)."""
 
 
+class DiskFull(DownloadError):
+    """No space left on OUTPUT_DIR's device for a download (its partial file removed). Not the
+    data's fault: the pod exits 74 and a restart tries again (trainer/pod/job.py)."""
+
+
+
 def is_url(path: str) -> bool:
     return path.startswith(("https://", "http://"))
 
@@ -57,6 +64,8 @@ def local_path(path_or_url: str, output_dir: Path, job_id: str) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(f"{redact_url(path_or_url)}: cannot create {target.parent} ({e.strerror})") from None
         raise DownloadError(f"{redact_url(path_or_url)}: cannot create {target.parent} ({e.strerror})") from None
     try:
         _download(path_or_url, target)
@@ -97,5 +106,7 @@ def _download(url: str, target: Path) -> None:
     except httpx.TransportError as e:
         raise _Transient(f"{type(e).__name__}") from None
     except OSError as e:
-        raise DownloadError(f"{redact_url(url)}: cannot write {partial} ({e.strerror})") from None
+        partial.unlink(missing_ok=True)  # a full disk keeps no half file: the job's state still fits
+        error = DiskFull if e.errno == errno.ENOSPC else DownloadError
+        raise error(f"{redact_url(url)}: cannot write {partial} ({e.strerror})") from None
     os.replace(partial, target)  # atomic: a half download is never taken for a whole one
