@@ -16,6 +16,7 @@ import torch
 
 from predictions.store.rows import COLUMN_TYPES
 from tests.e2e import QUICK_TRAINING, ROOT, job_env, kill_tree_hard, run_entrypoint
+from tests.platform_double import ALERT_PATH, METRICS_PATH, PlatformDouble
 from tests.postgrest_double import PostgrestDouble
 from tests.procs import descendants
 
@@ -39,6 +40,8 @@ def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
     service_key = jwt("service_role", f"{CANARY}-service")
     api = PostgrestDouble(COLUMN_TYPES, unique_key=True, api_keys=[service_key])  # the migrated table
     server = api.serve()
+    job, job_token, internal_key = "33333333-3333-4333-8333-333333333333", f"{CANARY}-job", f"{CANARY}-internal"
+    routes = PlatformDouble(job, job_token, internal_key)  # the job token and internal key: its headers only
     out = tmp_path / "out"
     env = job_env(
         out,
@@ -46,8 +49,13 @@ def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
         SUPABASE_SERVICE_KEY=service_key,
         SUPABASE_ANON_KEY=jwt("anon", f"{CANARY}-anon"),
         SUPABASE_DB_URL=db_url,
-        JOB_ID="33333333-3333-4333-8333-333333333333",
+        JOB_ID=job,
         USER_ID="11111111-1111-4111-8111-111111111111",
+        JOB_TOKEN=job_token,
+        INTERNAL_API_KEY=internal_key,
+        HF_TOKEN=f"hf_{CANARY}token",  # set, unused (no HF_REPO_NAME): still never shown
+        METRICS_API_URL=routes.url + METRICS_PATH,
+        ALERT_API_URL=routes.url + ALERT_PATH,
         TRAINING_CONFIG={**QUICK_TRAINING, "max_steps": 10, "save_steps": 5},
         PREDICTIONS_CONFIG={"enabled": True, "sample_count": 3, "sample_frequency": "steps", "step_interval": 5,
                             "max_new_tokens": 4},
@@ -56,6 +64,7 @@ def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
         proc, argv = run_watching_argv(env, tmp_path / "printed.txt")
     finally:
         server.close()
+        routes.close()
     printed = proc.stdout + proc.stderr
     assert proc.returncode == 0, printed[-4000:]
     # argv: every process of the run as /proc showed it while it ran (the launcher, accelerate's
@@ -65,6 +74,7 @@ def test_no_secret_in_outputs_logs_or_argv(pg_db, tmp_path):
     assert not [a for a in argv if CANARY in a]
     assert "role=service_role" in printed and "role=anon" in printed  # the report shows roles, not values
     assert CANARY not in printed
+    assert routes.types() == ["job_started", "job_completed"] and routes.metrics, (routes.alerts, routes.refused)
 
     # The key went where it belongs: the API's headers, and nowhere else.
     posts = [r for r in api.requests if r.method == "POST" and "training_predictions" in r.url.path]
