@@ -99,6 +99,53 @@ def test_replaying_twice_into_the_platforms_table_stores_each_row_once(pg_db, tm
     assert stored == [(s, i, 1) for s in (30, 40) for i in range(4)]
 
 
+def test_concurrent_replays_of_one_spool_store_each_row_once(pg_db, tmp_path: Path):
+    """Two operators (or a pod's catch-up and an operator's `replay`) replay the same spool at the
+    same moment, through the API (the stand-in served concurrently, on Postgres) and straight to
+    Postgres, into the platform's table as deployed (no unique key): every row once."""
+    import threading
+
+    from tenacity import wait_none
+
+    from predictions.store.writers.postgres import PostgresWriter
+    from predictions.store.writers.supabase import SupabaseWriter
+    from tests.platform_db import JOB, OWNER, make_platform_db
+    from tests.postgrest_double import serve
+    from tests.postgrest_pg import PostgrestOnPostgres
+
+    make_platform_db(pg_db)
+    local = LocalJsonlWriter(tmp_path / "predictions.jsonl")
+    for step in (50, 60, 70):  # the platform's own rows of the job are at lower steps
+        local.write([{**r, "job_id": JOB, "user_id": OWNER} for r in rows(step, 6)])
+    server = serve(PostgrestOnPostgres(pg_db), one_at_a_time=False)
+    writers = [SupabaseWriter(server.url, "sb_secret_CANARY-replay", wait=wait_none()) for _ in range(2)]
+    writers += [PostgresWriter(pg_db) for _ in range(2)]
+    start, errors = threading.Barrier(len(writers)), []
+
+    def replay(writer):
+        start.wait()  # all at once
+        try:
+            replay_spool(local.path, writer, batch_rows=4)
+        except Exception as e:  # noqa: BLE001 — reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=replay, args=(w,)) for w in writers]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    with psycopg.connect(pg_db) as conn:
+        stored = conn.execute("select step, sample_index, count(*) from public.training_predictions"
+                              " where job_id = %s and step >= 50 group by 1, 2 order by 1, 2", (JOB,)).fetchall()
+    assert stored == [(s, i, 1) for s in (50, 60, 70) for i in range(6)]
+
+
 def test_a_torn_last_line_is_skipped_and_counted(spool: Path, caplog):
     whole = spool.read_bytes()
     spool.write_bytes(whole + json.dumps(rows(40, 1)[0]).encode()[:50])  # killed mid-write
