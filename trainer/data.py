@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config.schema import METHOD_FORMATS
-from trainer.pairs import PAIRED, answer_text, pair_format, pair_texts, render_pair, trl_row
+from trainer.pairs import PAIRED, answer_text, is_text, pair_format, pair_texts, render_pair, trl_row
 
 log = logging.getLogger(__name__)
 
@@ -161,17 +161,6 @@ def _read_document(data: bytes, name: str) -> list[Any] | None:
     return [obj]
 
 
-def _is_text(value: Any) -> bool:
-    """A string that can be encoded (a lone surrogate from a bad escape cannot be tokenised)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def row_format(row: Any) -> tuple[str | None, str | None]:
     """(format, None) for a usable row, else (None, the reason it cannot be used). Needs no tokenizer."""
     if not isinstance(row, dict):
@@ -182,7 +171,7 @@ def row_format(row: Any) -> tuple[str | None, str | None]:
     if "messages" in row:
         messages = row["messages"]
         if not isinstance(messages, list) or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and _is_text(m.get("content")) for m in messages):
+                isinstance(m, dict) and isinstance(m.get("role"), str) and is_text(m.get("content")) for m in messages):
             return None, "wrong types"
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
         if last is None or last == 0:
@@ -198,7 +187,7 @@ def row_format(row: Any) -> tuple[str | None, str | None]:
             if prompt_keys[0] not in row or answer not in row:
                 return None, "fits no format"  # half a format: a key missing
             values = [row.get(k) for k in prompt_keys[1:] if row.get(k) is not None]
-            if not all(_is_text(v) for v in (row.get(prompt_keys[0]), row.get(answer), *values)):
+            if not all(is_text(v) for v in (row.get(prompt_keys[0]), row.get(answer), *values)):
                 return None, "wrong types"
             if not row[prompt_keys[0]].strip():
                 return None, "empty prompt"

@@ -21,7 +21,8 @@ PAIRED = ("preference", "rated", "text")
 RATED_KEYS = ("prompt", "response")
 
 
-def _text(value: Any) -> bool:
+def is_text(value: Any) -> bool:
+    """A string that can be encoded (a lone surrogate from a bad escape cannot be tokenised)."""
     if not isinstance(value, str):
         return False
     try:
@@ -33,7 +34,7 @@ def _text(value: Any) -> bool:
 
 def _turns(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and _text(m.get("content")) for m in value)
+        isinstance(m, dict) and isinstance(m.get("role"), str) and is_text(m.get("content")) for m in value)
 
 
 def answer_text(value: Any) -> str:
@@ -42,7 +43,7 @@ def answer_text(value: Any) -> str:
 
 
 def _prompt_ok(value: Any) -> bool:
-    return (_text(value) and bool(value.strip())) or (_turns(value) and any(m["content"].strip() for m in value))
+    return (is_text(value) and bool(value.strip())) or (_turns(value) and any(m["content"].strip() for m in value))
 
 
 def pair_format(row: dict) -> tuple[str | None, str | None] | None:
@@ -50,7 +51,7 @@ def pair_format(row: dict) -> tuple[str | None, str | None] | None:
     if all(k in row for k in PREFERENCE_KEYS):
         conversational = isinstance(row["prompt"], list)
         answers = (row["chosen"], row["rejected"])
-        if not all(_turns(a) if conversational else _text(a) for a in answers):
+        if not all(_turns(a) if conversational else is_text(a) for a in answers):
             return None, "wrong types (prompt, chosen and rejected: all strings or all conversations)"
         if not _prompt_ok(row["prompt"]):
             return None, "empty prompt"
@@ -62,7 +63,7 @@ def pair_format(row: dict) -> tuple[str | None, str | None] | None:
         if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float))
                                    or not math.isfinite(reward)):
             return None, "reward not a number"
-        if not (_text(row["prompt"]) or _turns(row["prompt"])) or not (_text(row["response"]) or _turns(row["response"])):
+        if not (is_text(row["prompt"]) or _turns(row["prompt"])) or not (is_text(row["response"]) or _turns(row["response"])):
             return None, "wrong types"
         if not _prompt_ok(row["prompt"]):
             return None, "empty prompt"
@@ -70,7 +71,7 @@ def pair_format(row: dict) -> tuple[str | None, str | None] | None:
             return None, "empty response"
         return "rated", None
     if set(row) == {"text"}:
-        return ("text", None) if _text(row["text"]) and row["text"].strip() else (None, "empty text")
+        return ("text", None) if is_text(row["text"]) and row["text"].strip() else (None, "empty text")
     return None
 
 
