@@ -247,6 +247,40 @@ def test_a_node_that_never_joins_fails_the_job_once_after_the_rendezvous_timeout
 
 @pytest.mark.slow
 @pytest.mark.distributed
+def test_sigterm_on_every_node_stops_the_cluster_with_143_and_a_restart_resumes(tmp_path, platform):
+    """The cluster stopped (RunPod sends SIGTERM to every pod): each node exits 143, its state stays
+    running, no job_failed; started again, every node resumes from the newest checkpoint complete on
+    all of them and the job completes with every round stored once by node 0."""
+    import signal
+
+    port, outs = free_port(), [tmp_path / "node0", tmp_path / "node1"]
+    training = {**TRAINING, "max_steps": 20, "save_steps": 5}
+    predictions = {**PREDICTIONS, "sample_count": 4, "step_interval": 10}
+    envs = [node_env(out, runpod(rank, port), TRAINING_CONFIG=training, PREDICTIONS_CONFIG=predictions,
+                     **platform_values(platform)) for rank, out in enumerate(outs)]
+    nodes = [start(env) for env in envs]
+    try:
+        assert wait_for(lambda: all((out / "checkpoint-5" / "COMPLETE").exists() for out in outs), timeout=240,
+                        interval=0.1), "no checkpoint on both nodes"
+    finally:
+        for node in nodes:
+            node.send_signal(signal.SIGTERM)  # the entrypoint forwards it to its training processes
+    logs = finish_all(nodes)
+    assert [p.returncode for p in nodes] == [143, 143], "\n".join(log[-3000:] for log in logs)
+    assert all(json.loads((out / "job_state.json").read_text())["status"] == "running" for out in outs)
+    assert "job_failed" not in platform.types()
+
+    nodes = [start(env) for env in envs]
+    logs = finish_all(nodes)
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert all("resume: from checkpoint-" in log or "resuming from checkpoint-" in log for log in logs), logs[0][-3000:]
+    keys = Counter((r["step"], r["sample_index"]) for r in spool_rows(outs[0]))
+    assert set(keys) == {(s, i) for s in (0, 10, 20) for i in range(4)} and set(keys.values()) == {1}
+    assert platform.types()[-1] == "job_completed" and "job_failed" not in platform.types()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_node_killed_mid_run_ends_the_others_and_fails_the_job_once(tmp_path, platform):
     port, outs = free_port(), [tmp_path / "node0", tmp_path / "node1"]
     training = {**TRAINING, "max_steps": 100000, "save_strategy": "no"}
