@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+from trainer.child import disk_full_message
 from trainer.config.calls import calls_from_raw_environment
 from trainer.config.exits import EXIT_DISK_FULL, EXIT_KILLED, RECHECKED_ON_START, RESUMED_ON_START, STOPPED
 from trainer.config.job import JobConfig
@@ -21,10 +22,9 @@ from trainer.redact import redact_url, scrub
 log = logging.getLogger(__name__)
 
 
-def describe_exit(code: int, output_dir: Path | None = None) -> str:
+def describe_exit(code: int, output_dir: Path) -> str:
     if code == EXIT_DISK_FULL:  # the process could not even record its own message
-        return (f"disk full: no space left on the device of {output_dir}; free space or mount a larger volume at "
-                "OUTPUT_DIR; a restart resumes from the last complete checkpoint")
+        return disk_full_message(output_dir)
     if code == EXIT_KILLED:
         return ("the training processes were killed (SIGKILL): on a pod, usually the kernel's out-of-memory killer "
                 "(host RAM); a smaller batch or fewer dataloader workers helps")
